@@ -1,0 +1,1 @@
+"""Streaming drift detection and the retrain trigger."""

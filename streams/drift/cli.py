@@ -1,0 +1,3 @@
+"""CLI commands of the drift stage (`flywheel drift`, `flywheel retrain`)."""
+
+commands: list = []

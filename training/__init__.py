@@ -1,0 +1,1 @@
+"""The training worker and the release gate."""

@@ -1,0 +1,3 @@
+"""CLI commands of the training stage (`flywheel gate`, `flywheel models`, `flywheel train-worker`)."""
+
+commands: list = []

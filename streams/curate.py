@@ -40,6 +40,7 @@ class Message:
     partition: int = 0
     offset: int = 0
     topic: str = "teacher.logs"
+    timestamp: float | None = None  # the record's Kafka timestamp, seconds
 
 
 @dataclass(slots=True)

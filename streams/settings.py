@@ -127,6 +127,7 @@ class Settings:
     consumer_group: str = "flywheel"
     fetch_max_wait_ms: int = 50       # see PERF-NOTES: Faust's 1500 ms default stalls busy topics
     dedupe_capacity: int = 1_000_000  # kept examples remembered per task for dedupe
+    session_timeout_seconds: float = 10.0  # consumer group session; Tansu joins take half of it
 
     @property
     def chdb_path(self) -> Path:
@@ -168,5 +169,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         consumer_group=env.get("FLYWHEEL_CONSUMER_GROUP", "flywheel"),
         fetch_max_wait_ms=_int(env, "FLYWHEEL_FETCH_MAX_WAIT_MS", 50),
         dedupe_capacity=_int(env, "FLYWHEEL_DEDUPE_CAPACITY", 1_000_000, minimum=1000),
+        session_timeout_seconds=_float(env, "FLYWHEEL_SESSION_TIMEOUT_SECONDS", 10.0),
     )
     return settings.with_overrides(**overrides)

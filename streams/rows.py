@@ -1,0 +1,101 @@
+"""Decisions to warehouse rows and topic messages: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+
+import orjson
+import xxhash
+
+from .curate import Decision
+
+SCHEMA_VERSION = 1
+
+
+def ch_time(ts: datetime) -> str:
+    """A DateTime64(3, 'UTC') literal ClickHouse's JSONEachRow accepts."""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def event_id(d: Decision) -> str:
+    """The event id; for undecodable messages a stable one made from where and what they were
+    (a replay of the same record gets the same id, a different record never does)."""
+    if d.log is not None:
+        return d.log.id
+    m = d.message
+    digest = xxhash.xxh3_64_hexdigest(m.value or b"")
+    return f"invalid:{m.topic}:{m.partition}:{m.offset}:{digest}"
+
+
+def message_time(d: Decision) -> datetime:
+    """The event's time: the log's own ts, else the Kafka record's timestamp."""
+    if d.log is not None:
+        return d.log.ts
+    return datetime.fromtimestamp(d.message.timestamp or 0.0, timezone.utc)
+
+
+def curation_event_row(d: Decision, curated_at: str) -> dict:
+    log = d.log
+    return {
+        "id": event_id(d),
+        "ts": ch_time(message_time(d)),
+        "task": log.task if log else "",
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "slice": d.slice,
+        "label": d.label,
+        "confidence": log.confidence if log else None,
+        "teacher": log.teacher if log else "",
+        "input_hash": d.input_hash,
+        "matched_id": d.matched_id,
+        "source_partition": d.message.partition,
+        "source_offset": d.message.offset,
+        "curated_at": curated_at,
+    }
+
+
+def example_row(d: Decision, curated_at: str) -> dict:
+    log = d.log
+    return {
+        "id": log.id, "ts": ch_time(log.ts), "task": log.task, "input": log.input, "output": d.label,
+        "slice": d.slice, "confidence": log.confidence, "teacher": log.teacher,
+        "meta": orjson.dumps(log.meta).decode(), "input_hash": d.input_hash,
+        "source_partition": d.message.partition, "source_offset": d.message.offset,
+        "curated_at": curated_at,
+    }
+
+
+def dead_letter(d: Decision, dead_at: datetime) -> tuple[bytes, bytes]:
+    """(key, value) for dead.letters: the reason and the original bytes, base64."""
+    m = d.message
+    value = {
+        "source_topic": m.topic, "partition": m.partition, "offset": m.offset,
+        "id": d.log.id if d.log else None, "reason": d.reason,
+        "original_b64": base64.b64encode(m.value or b"").decode(),
+        "dead_at": dead_at.isoformat().replace("+00:00", "Z"), "schema_version": SCHEMA_VERSION,
+    }
+    return m.topic.encode(), orjson.dumps(value)
+
+
+def review_item(d: Decision) -> tuple[bytes, bytes]:
+    log = d.log
+    value = {
+        "id": log.id, "task": log.task, "kind": "low_conf", "input": log.input, "output": log.output,
+        "confidence": log.confidence, "slice": d.slice, "reason": d.reason,
+        "source": {"topic": d.message.topic, "partition": d.message.partition, "offset": d.message.offset,
+                   "teacher": log.teacher, "ts": log.ts.isoformat().replace("+00:00", "Z")},
+        "schema_version": SCHEMA_VERSION,
+    }
+    return log.task.encode(), orjson.dumps(value)
+
+
+def batch_token(ids: list[str], table: str) -> str:
+    """Insert deduplication token from a batch's content: a retried identical batch is dropped;
+    offsets are not used because the embedded broker restarts them from 0."""
+    h = xxhash.xxh3_128()
+    h.update(table.encode())
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()

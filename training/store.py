@@ -46,18 +46,19 @@ class RunState:
     model_version: str
 
 
-def decide_run(existing: RunState | None, now: float, lease_seconds: float) -> str:
+def decide_run(existing: RunState | None, now: float, lease_seconds: float, worker: str = "") -> str:
     """What a worker does with a delivered request, given its run row.
 
     "start": never run; "skip": already done or failed (an outcome is recorded: commit);
     "retry": a run whose worker stopped heartbeating (killed); "wait": another live worker
-    holds it (re-check later, do not commit).
+    holds it (re-check later, do not commit). A running row of this very worker (an attempt
+    that raised a transient error) is retried at once.
     """
     if existing is None:
         return "start"
     if existing.status in ("done", "failed"):
         return "skip"
-    if now - existing.updated_at > lease_seconds:
+    if existing.worker == worker or now - existing.updated_at > lease_seconds:
         return "retry"
     return "wait"
 
@@ -171,3 +172,17 @@ def wait_until(pred, timeout: float, every: float = 0.2):
             return out
         time.sleep(every)
     return None
+
+
+def ensure_tables(store: Warehouse) -> int:
+    """Create the training tables (schemas/ddl/0004_training.sql) if missing. Only this file:
+    re-running the curation DDL would briefly drop a live materialised view."""
+    from streams.warehouse.migrate import ddl_files, statements
+
+    n = 0
+    for name, text in ddl_files():
+        if name.endswith("_training.sql"):
+            for stmt in statements(text, {}):
+                store.command(stmt)
+                n += 1
+    return n

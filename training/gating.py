@@ -1,0 +1,160 @@
+"""The gate's I/O around the pure decision: gold set, pinned baseline, records, model.events."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from schemas.events import validate
+from streams.gold import current_version, load_gold
+from streams.tasks import TaskConfig
+from streams.warehouse import Warehouse
+
+from . import store as st
+from .config import GateConfig
+from .gate import Scores, Verdict, decide, score_answers, teacher_answers
+
+log = logging.getLogger(__name__)
+
+PredictorFactory = Callable[[dict], Callable[[list[str]], list[str]]]
+
+
+class GateError(RuntimeError):
+    pass
+
+
+def gold_for(store: Warehouse, task: str, version: int | None) -> tuple[int, list[dict]]:
+    if version in (None, 0):
+        version = current_version(store, task)
+    if version == 0:
+        raise GateError(f"task {task!r} has no gold set: import one with `flywheel gold import --task {task} FILE`")
+    v, rows = load_gold(store, task, version)
+    if not rows:
+        raise GateError(f"gold set version {version} of task {task!r} does not exist (current is "
+                        f"{current_version(store, task)})")
+    return v, rows
+
+
+def baseline(store: Warehouse, task: TaskConfig, cfg: GateConfig, gold_version: int, gold_rows: list[dict],
+             predictor_factory: PredictorFactory | None) -> tuple[str, Scores, str]:
+    """The pinned baseline of this gold version; scored and pinned now if it has none yet."""
+    pinned = st.pinned_baseline(store, task.name, gold_version)
+    if pinned is not None:
+        return pinned
+    order = ["teacher", "incumbent"] if cfg.baseline == "teacher" else ["incumbent", "teacher"]
+    for kind in order:
+        if kind == "teacher":
+            answers, missing = teacher_answers(gold_rows)
+            if not answers:
+                continue
+            note = f"teacher_output missing on {missing} gold rows (counted as wrong)" if missing else ""
+            scores = score_answers(gold_rows, answers, task.is_extraction)
+            return st.pin_baseline(store, task.name, gold_version, "teacher", scores, note)
+        inc = st.incumbent(store, task.name)
+        if inc is None or predictor_factory is None:
+            continue
+        log.info("scoring incumbent %s on gold v%d to pin the baseline", inc["version"], gold_version)
+        predict = predictor_factory(inc)
+        preds = predict([r["input"] for r in gold_rows])
+        scores = score_answers(gold_rows, {r["id"]: p for r, p in zip(gold_rows, preds)}, task.is_extraction)
+        return st.pin_baseline(store, task.name, gold_version, f"incumbent:{inc['version']}", scores)
+    raise GateError(f"no baseline for task {task.name!r} on gold v{gold_version}: the gold rows carry no "
+                    "teacher_output and no model is approved or promoted. Import the gold set with "
+                    "teacher_output, or gate against an incumbent")
+
+
+def gate(store: Warehouse, task: TaskConfig, cfg: GateConfig, model_version: str, answers: dict[str, Any],
+         gold_version: int, gold_rows: list[dict], predictor_factory: PredictorFactory | None = None,
+         registered: bool = False) -> Verdict:
+    """Score, decide, record (eval_results, gate_verdicts, registry status). Returns the verdict."""
+    name, base_scores, note = baseline(store, task, cfg, gold_version, gold_rows, predictor_factory)
+    cand = score_answers(gold_rows, answers, task.is_extraction)
+    verdict = decide(task.name, model_version, gold_version, cand, base_scores, name, cfg)
+    if note:
+        verdict = replace(verdict, warnings=verdict.warnings + (f"baseline: {note}",))
+    missing = sum(1 for r in gold_rows if r["id"] not in answers)
+    if missing:
+        verdict = replace(verdict, warnings=verdict.warnings + (
+            f"{missing} gold examples have no answer (counted as wrong)",))
+    st.record_verdict(store, verdict)
+    if registered:
+        st.set_model_status(store, task.name, model_version, "approved" if verdict.approved else "rejected",
+                            gold_version=gold_version, overall_score=verdict.overall,
+                            baseline_score=verdict.baseline_overall,
+                            eval_results=st.dumps({"verdict": verdict.to_dict()}))
+    return verdict
+
+
+def read_predictions(path: Path, gold_rows: list[dict]) -> tuple[dict[str, Any], str]:
+    """Answers from a JSONL file of {"id", "output"} lines for gold ids, and a name for them."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GateError(f"{path}: cannot read ({exc.strerror})") from None
+    gold_ids = {r["id"] for r in gold_rows}
+    answers: dict[str, Any] = {}
+    unknown = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise GateError(f"{path}:{n}: not JSON ({exc})") from None
+        if not isinstance(obj, dict) or "id" not in obj or "output" not in obj:
+            raise GateError(f'{path}:{n}: each line must be {{"id": "<gold id>", "output": ...}}')
+        if obj["id"] in answers:
+            raise GateError(f"{path}:{n}: id {obj['id']!r} answered twice")
+        if obj["id"] not in gold_ids:
+            unknown.append(obj["id"])
+        answers[obj["id"]] = obj["output"]
+    if unknown:
+        raise GateError(f"{path}: {len(unknown)} ids are not in this gold version (e.g. {unknown[:3]}); "
+                        "answer the gold ids of the version being gated (see `--gold-version`)")
+    if not answers:
+        raise GateError(f"{path}: no predictions")
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return answers, f"predictions:{path.name}:{digest}"
+
+
+def event_for(verdict: Verdict, request_id: str | None = None) -> dict[str, Any]:
+    kind = "candidate_approved" if verdict.approved else "candidate_rejected"
+    eid = hashlib.sha256(f"{kind}|{verdict.task}|{verdict.model_version}|{verdict.gold_version}".encode()).hexdigest()[:32]
+    ev = {
+        "event_id": eid, "kind": kind, "task": verdict.task, "model_version": verdict.model_version,
+        "gold_version": verdict.gold_version, "request_id": request_id,
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "verdict": {"approved": verdict.approved, "overall": verdict.overall,
+                    "baseline_overall": verdict.baseline_overall, "baseline": verdict.baseline,
+                    "reasons": list(verdict.reasons), "warnings": list(verdict.warnings),
+                    "slices": [{"slice": s.slice, "n": s.n, "score": s.score, "baseline": s.baseline,
+                                "status": s.status} for s in verdict.slices]},
+        "schema_version": 1,
+    }
+    validate("model.events.schema.json", ev)
+    return ev
+
+
+async def publish(kafka, topic: str, items: list[tuple[str, dict]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, orjson.dumps(value), key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def publish_sync(kafka, topic: str, items: list[tuple[str, dict]]) -> None:
+    import asyncio
+
+    asyncio.run(publish(kafka, topic, items))

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,11 +52,24 @@ def split_host_port(listen: str) -> tuple[str, int]:
         raise BrokerError(f"listen address {listen!r} must look like HOST:PORT, e.g. 127.0.0.1:9092") from None
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 class EmbeddedBroker:
-    def __init__(self, listen: str = "127.0.0.1:9092", log_path: Path | None = None) -> None:
+    """Tansu on a private port, behind the protocol relay of streams.kafka_compat on the
+    public address (Tansu advertises the relay, so every client connection goes through it).
+    ``compat=False`` exposes Tansu directly."""
+
+    def __init__(self, listen: str = "127.0.0.1:9092", log_path: Path | None = None,
+                 compat: bool = True) -> None:
         self.host, self.port = split_host_port(listen)
         self.log_path = log_path
+        self.compat = compat
         self._proc: subprocess.Popen | None = None
+        self._relay: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -73,35 +87,49 @@ class EmbeddedBroker:
             raise BrokerError(f"{self.bootstrap} is already in use: another `flywheel up` or broker is "
                               f"running. Stop it, choose another address with --listen, or use that "
                               f"broker with FLYWHEEL_KAFKA_BOOTSTRAP={self.bootstrap}")
-        url = f"tcp://{self.host}:{self.port}"
+        public = f"tcp://{self.host}:{self.port}"
+        inner_port = _free_port(self.host) if self.compat else self.port
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [binary, "broker", "--listener-url", f"tcp://{self.host}:{inner_port}",
+             "--advertised-listener-url", public, "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
+        self._wait_listening(self._proc, inner_port, "the embedded broker", timeout)
+        if self.compat:
+            self._relay = subprocess.Popen(
+                [sys.executable, "-m", "streams.kafka_compat", "--listen", self.bootstrap,
+                 "--upstream", f"{self.host}:{inner_port}"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self._wait_listening(self._relay, self.port, "the broker's protocol relay", timeout)
+        return self
+
+    def _wait_listening(self, proc: subprocess.Popen, port: int, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise BrokerError(f"the embedded broker exited with code {self._proc.returncode}; "
+            if proc.poll() is not None:
+                self.stop()
+                raise BrokerError(f"{what} exited with code {proc.returncode}; "
                                   f"see {self.log_path or 'its output'}")
-            if port_open(self.host, self.port):
-                return self
-            time.sleep(0.1)
+            if port_open(self.host, port):
+                return
+            time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} within {timeout:.0f}s")
+        raise BrokerError(f"{what} did not listen on {self.host}:{port} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for attr in ("_relay", "_proc"):
+            proc = getattr(self, attr)
+            setattr(self, attr, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def __enter__(self):
         return self.start()

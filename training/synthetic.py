@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+from streams.similarity import exact_hash, normalise
+
 LABELS = ["groceries", "transport", "dining", "rent", "utilities"]
 WORDS = {
     "groceries": ["supermarket", "grocery store", "fresh produce", "bakery", "butcher", "market"],
@@ -37,7 +39,7 @@ def examples(n: int, task: str = "transactions", seed: int = 0, start: datetime 
         text = text_for(label, rng)
         rows.append({"id": f"{task}-ex-{seed}-{i:06d}", "ts": s, "task": task, "input": text,
                      "output": label, "slice": countries[i % len(countries)], "confidence": 0.95,
-                     "teacher": "teacher-x", "meta": "{}", "input_hash": (hash(text) & 0x7FFFFFFFFFFFFFFF),
+                     "teacher": "teacher-x", "meta": "{}", "input_hash": exact_hash(normalise(text)),
                      "source_partition": 0, "source_offset": i, "curated_at": s})
     return rows
 

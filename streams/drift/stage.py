@@ -1,5 +1,329 @@
-"""Installs the drift stage into the stream worker (see streams.app.STAGE_MODULES)."""
+"""Installs the drift stage into the stream worker (see streams.app.STAGE_MODULES).
+
+* a curate hook: each durable curate batch feeds off_schema_rate, low_conf_rate,
+  confidence_mean and label_mix;
+* an agent on ``live.requests`` (raw bytes, batches, concurrency 1): input_length, oov_rate,
+  agreement_rate; invalid messages become dead letters;
+* after every batch: new alerts go to ``drift.alerts`` and ``drift_alerts``, then the state of
+  the tasks the batch touched is snapshotted to ``drift_state`` -- all before the batch's
+  offsets are committed;
+* timers: drift_windows flushed every 2 s, the trigger evaluated every 5 s (and at once after
+  an alert on a trigger metric), the training reference re-read every ``reference_refresh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+
+import orjson
+
+from schemas.events import SchemaError, parse_ts, validate
+from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
+from ..curate import Decision, Message, label_of
+from ..rows import dead_letter
+from ..tasks import TaskConfig
+from . import store as dstore
+from .config import CURATION_METRICS, StageConfig, stage_config
+from .state import TaskDrift, ch_time
+
+log = logging.getLogger("flywheel.drift")
+
+WINDOW_FLUSH_S = 2.0
+TRIGGER_EVERY_S = 5.0
+
+
+class LiveInvalid(Exception):
+    pass
+
+
+def decode_live(raw: bytes | None, tasks) -> dict:
+    """Bytes to a validated live request of a known task, or LiveInvalid naming the problem."""
+    if raw is None:
+        raise LiveInvalid("empty message (null value)")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise LiveInvalid(f"not JSON: {exc}") from None
+    try:
+        validate("live.requests.schema.json", obj)
+        ts = parse_ts(obj["ts"])
+    except SchemaError as exc:
+        raise LiveInvalid(f"schema: {exc}") from None
+    if obj["task"] not in tasks:
+        raise LiveInvalid(f"unknown task {obj['task']!r}; declared tasks: {sorted(tasks)}")
+    obj["_ts"] = ts.timestamp()
+    return obj
+
+
+class DriftStage:
+    """The drift stage's state and its batch operations; the Faust glue is in ``install``."""
+
+    def __init__(self, tasks: dict[str, TaskConfig], config: StageConfig, store, window_seconds: int = 60,
+                 seen_capacity: int = 32768) -> None:
+        self.tasks = tasks
+        self.config = config
+        self.store = store
+        self.window_seconds = window_seconds
+        self.seen_capacity = seen_capacity
+        self.drift: dict[str, TaskDrift] = {}
+        self.versions: dict[str, int] = {}
+        self.reference_at: dict[str, float] = {}
+        self.publish_alert = None     # async (alert dict) -> None
+        self.publish_request = None   # async (request dict) -> None
+        self.publish_dead = None      # async (key, value) -> None
+        self.lock = asyncio.Lock()
+        self.events = 0
+        self.busy_s = 0.0
+
+    # -- start-up ------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Detector state from drift_state (the newest snapshot of each task), else fresh."""
+        for name, task in self.tasks.items():
+            cfg = self.config.drift[name]
+            td = None
+            snap = dstore.load_state(self.store, name)
+            if snap is not None:
+                version, blob = snap
+                self.versions[name] = version
+                try:
+                    td = TaskDrift.loads(blob, task, cfg, self.window_seconds)
+                    log.info("drift %s: detector state v%d restored (%s)", name, version,
+                             ", ".join(f"{m} n={mon.n}" for m, mon in td.monitors.items()))
+                except Exception as exc:  # an old format or a river upgrade: start fresh, say so
+                    log.warning("drift %s: state snapshot v%d unusable (%s); starting fresh detectors",
+                                name, version, exc)
+            self.drift[name] = td or TaskDrift(task, cfg, self.window_seconds, self.seen_capacity)
+            self.refresh_reference(name)
+
+    def refresh_reference(self, name: str) -> None:
+        cfg = self.config.drift[name]
+        labels, vocab, n = dstore.reference(self.store, name, cfg.reference_max_examples)
+        min_ref = cfg.metrics["oov_rate"].min_reference
+        self.drift[name].set_reference(labels, vocab if n >= min_ref else None)
+        self.reference_at[name] = time.monotonic()
+        log.info("drift %s: training reference %d examples, %d labels, %d tokens", name, n, len(labels), len(vocab))
+
+    # -- batches ---------------------------------------------------------------------------------
+    async def on_curated(self, decisions: list[Decision]) -> None:
+        """The curate hook: called with every durable batch, before its offsets are committed."""
+        t0 = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        per_task: dict[str, list] = {}
+        for d in decisions:
+            log_ = d.log
+            if log_ is None or log_.task not in self.drift:
+                continue
+            per_task.setdefault(log_.task, []).append(
+                (log_.id, d.outcome, log_.confidence, d.label, log_.ts.timestamp()))
+        alerts: list[dict] = []
+        for name, items in per_task.items():
+            alerts += self.drift[name].observe_curation_batch(items, now)
+        touched = set(per_task)
+        self.events += len(decisions)
+        self.busy_s += time.perf_counter() - t0
+        await self.commit(touched, alerts)
+
+    async def process_live(self, messages: list[Message]) -> None:
+        t0 = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        dead: list[tuple[bytes, bytes]] = []
+        per_task: dict[str, list] = {}
+        for m in messages:
+            try:
+                obj = decode_live(m.value, self.tasks)
+            except LiveInvalid as exc:
+                dead.append(dead_letter(Decision("invalid", str(exc), m), now))
+                continue
+            teacher = obj.get("teacher_output")
+            agree = None if teacher is None else label_of(obj["output"]) == label_of(teacher)
+            per_task.setdefault(obj["task"], []).append((obj["id"], obj["input"], agree, obj["_ts"]))
+        alerts: list[dict] = []
+        for name, items in per_task.items():
+            alerts += self.drift[name].observe_live_batch(items, now)
+        touched = set(per_task)
+        self.events += len(messages)
+        self.busy_s += time.perf_counter() - t0
+        if dead and self.publish_dead is not None:
+            await _retry("publish live.requests dead letters", self._send_dead, dead)
+        await self.commit(touched, alerts)
+
+    async def _send_dead(self, dead):
+        for key, value in dead:
+            await self.publish_dead(key, value)
+
+    async def commit(self, touched: set[str], alerts: list[dict]) -> None:
+        """Publish and store unpublished alerts, snapshot the touched tasks, trigger on alerts."""
+        async with self.lock:
+            if any(self.drift[t].unpublished for t in self.drift):
+                try:
+                    await self.publish_alerts()
+                except Exception as exc:  # kept in the state: retried with the next batch or timer
+                    log.error("could not publish drift alerts (%s); they stay pending", exc)
+            if touched:
+                await _retry("snapshot drift state", self.snapshot, touched)
+        for a in alerts:
+            log.warning("drift alert %s: %s %s moved %.4g -> %.4g (%s, %s)", a["alert_id"], a["task"],
+                        a["metric"], a["reference"], a["value"], a["detector"], a["severity"])
+        trigger_tasks = {a["task"] for a in alerts if a["metric"] in self.config.trigger[a["task"]].metrics}
+        for t in trigger_tasks:
+            try:
+                await self.evaluate_trigger(t)
+            except dstore.NoExamples:
+                pass
+            except Exception:
+                log.exception("evaluating the retrain trigger of %s failed; the timer retries", t)
+
+    async def publish_alerts(self) -> None:
+        for td in self.drift.values():
+            if not td.unpublished:
+                continue
+            batch = list(td.unpublished)
+            if self.publish_alert is not None:
+                for a in batch:
+                    await self.publish_alert(a)
+            await asyncio.to_thread(dstore.insert_alerts, self.store, batch)
+            td.unpublished = td.unpublished[len(batch):]
+
+    async def snapshot(self, names) -> None:
+        states = []
+        for name in sorted(names):
+            version = max(self.versions.get(name, 0) + 1, time.time_ns())
+            self.versions[name] = version
+            states.append((name, version, self.drift[name].dumps()))
+        await asyncio.to_thread(dstore.save_states, self.store, states)
+
+    # -- timers ------------------------------------------------------------------------------------
+    async def flush_windows(self) -> int:
+        now = ch_time(datetime.now(timezone.utc)) + "000"
+        rows = []
+        for td in self.drift.values():
+            rows += td.window_rows(now)
+        if rows:
+            try:
+                await asyncio.to_thread(dstore.insert_windows, self.store, rows)
+            except Exception:
+                for td in self.drift.values():  # write them again next time
+                    for wins in td.windows.values():
+                        for acc in wins.values():
+                            acc.dirty = True
+                raise
+        return len(rows)
+
+    async def evaluate_trigger(self, name: str, now: datetime | None = None) -> dict | None:
+        cfg = self.config.trigger[name]
+        if not cfg.enabled:
+            return None
+        now = now or datetime.now(timezone.utc)
+        msg = await asyncio.to_thread(dstore.plan_request, self.store, cfg, name, now)
+        if msg is None:
+            return None
+
+        async def call(fn, *args):
+            return await asyncio.to_thread(fn, self.store, *args)
+
+        async def publish(m):
+            if self.publish_request is not None:
+                await self.publish_request(m)
+
+        if await dstore.issue_request(call, publish, msg):
+            log.warning("retrain requested for %s: %s (%s), watermark %s, gold v%d", name, msg["request_id"],
+                        msg["reason"].get("detail", msg["reason"]["kind"]), msg["watermark"], msg["gold_version"])
+            return msg
+        return None
+
+    async def maybe_refresh_references(self) -> None:
+        for name in self.drift:
+            if time.monotonic() - self.reference_at.get(name, 0) >= self.config.drift[name].reference_refresh_s:
+                await asyncio.to_thread(self.refresh_reference, name)
+
+    def status_line(self) -> str:
+        per = self.busy_s / self.events * 1e6 if self.events else 0.0
+        alerts = sum(m.alerts for td in self.drift.values() for m in td.monitors.values())
+        return f"drift: {self.events} events ({per:.1f} µs/event in detectors), {alerts} alerts since start"
+
+
+async def _retry(what: str, fn, *args) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await fn(*args)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("could not %s (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def install(ctx) -> None:
-    """Add drift agents, timers and curate hooks to ctx.app. Nothing yet."""
+    """Add the drift agents, timers and curate hook to ctx.app."""
+    config = stage_config(ctx.tasks)  # a bad [drift]/[trigger] fails start-up, naming the key
+    stage = DriftStage(ctx.tasks, config, ctx.store, ctx.settings.window_seconds)
+    stage.restore()
+    ctx.drift = stage  # type: ignore[attr-defined]
+    app = ctx.app
+    alerts_topic = app.topic(DRIFT_ALERTS.name, value_serializer="raw", key_serializer="raw")
+    requests_topic = app.topic(RETRAIN_REQUESTS.name, value_serializer="raw", key_serializer="raw")
+    dead_topic = app.topic(DEAD_LETTERS.name, value_serializer="raw", key_serializer="raw")
+    live_topic = app.topic(LIVE_REQUESTS.name, value_serializer="raw", key_serializer="raw")
+
+    async def publish_alert(a: dict) -> None:
+        await alerts_topic.send(key=a["task"].encode(), value=orjson.dumps(a), force=True)
+        await app.producer.flush()
+
+    async def publish_request(m: dict) -> None:
+        await requests_topic.send(key=m["task"].encode(), value=orjson.dumps(m), force=True)
+        await app.producer.flush()
+
+    async def publish_dead(key: bytes, value: bytes) -> None:
+        await dead_topic.send(key=key, value=value, force=True)
+        await app.producer.flush()
+
+    stage.publish_alert, stage.publish_request, stage.publish_dead = publish_alert, publish_request, publish_dead
+    ctx.curate_hooks.append(stage.on_curated)
+    settings = ctx.settings
+
+    @app.agent(live_topic, concurrency=1, name="drift-live")
+    async def drift_live(stream):
+        async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
+            try:
+                await stage.process_live([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
+                                          for m in (ev.message for ev in events)])
+            except Exception:  # never escape: Faust would ack and skip silently
+                log.exception("drift: a live.requests batch failed; its statistics may be incomplete")
+
+    @app.timer(interval=WINDOW_FLUSH_S)
+    async def drift_windows() -> None:
+        try:
+            await stage.flush_windows()
+            async with stage.lock:
+                if any(td.unpublished for td in stage.drift.values()):
+                    await stage.publish_alerts()
+        except Exception as exc:
+            log.warning("drift: flushing windows or alerts failed (%s); retried in %.0fs", exc, WINDOW_FLUSH_S)
+
+    @app.timer(interval=TRIGGER_EVERY_S)
+    async def drift_trigger() -> None:
+        for name in stage.drift:
+            try:
+                await stage.evaluate_trigger(name)
+            except dstore.NoExamples:
+                pass
+            except Exception as exc:
+                log.warning("drift: the retrain trigger of %s failed (%s); retried in %.0fs", name, exc,
+                            TRIGGER_EVERY_S)
+        try:
+            await stage.maybe_refresh_references()
+        except Exception as exc:
+            log.warning("drift: refreshing the training reference failed (%s)", exc)
+
+    @app.timer(interval=30.0)
+    async def drift_report() -> None:
+        log.info(stage.status_line())
+
+
+__all__ = ["install", "DriftStage", "decode_live", "CURATION_METRICS"]

@@ -1,0 +1,343 @@
+"""Per-task drift state: monitors, open windows, recently seen event ids, unpublished alerts.
+
+Pure (no I/O). ``TaskDrift`` is pickled whole into ``drift_state`` after every batch, before
+the batch's offsets are committed, so after a crash the restored state already holds every
+committed event; the ids of the last ``seen_capacity`` events per source are part of it, so
+events replayed after the crash are recognised and skipped (the statistics count each event
+once). The training reference (label shares, vocabulary) is not pickled: it is re-read from
+the warehouse.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from ..tasks import TaskConfig
+from .config import DriftConfig
+from .detectors import Change, Monitor, js_divergence, severity
+
+STATE_FORMAT = 1
+_TOKEN = re.compile(r"\w+")
+_VERDICT_RANK = {"no_reference": 0, "warmup": 1, "ok": 2, "suppressed": 3, "drift": 4}
+
+
+def tokens(text: str) -> list[str]:
+    """The tokenisation shared by the vocabulary (training pool) and live inputs."""
+    return _TOKEN.findall(text.lower())
+
+
+def oov_share(text: str, vocab: frozenset[str]) -> float | None:
+    toks = tokens(text)
+    if not toks:
+        return None
+    return sum(1 for t in toks if t not in vocab) / len(toks)
+
+
+def ch_time(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class SeenIds:
+    """The last ``capacity`` event-id hashes (a ring and a set)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.ring = np.zeros(capacity, dtype=np.uint64)
+        self.pos = 0
+        self.full = False
+        self.set: set[int] = set()
+
+    def add(self, event_id: str) -> bool:
+        """True if new (and remembers it), False if seen among the last ``capacity``."""
+        h = xxhash.xxh3_64_intdigest(event_id.encode())
+        if h in self.set:
+            return False
+        if self.full:
+            self.set.discard(int(self.ring[self.pos]))
+        self.ring[self.pos] = h
+        self.set.add(h)
+        self.pos += 1
+        if self.pos == self.capacity:
+            self.pos, self.full = 0, True
+        return True
+
+    def __getstate__(self):
+        return {"capacity": self.capacity, "ring": self.ring.tobytes(), "pos": self.pos, "full": self.full}
+
+    def __setstate__(self, s):
+        self.capacity, self.pos, self.full = s["capacity"], s["pos"], s["full"]
+        self.ring = np.frombuffer(s["ring"], dtype=np.uint64).copy()
+        n = self.capacity if self.full else self.pos
+        self.set = set(int(x) for x in self.ring[:n])
+
+
+@dataclass
+class WindowAcc:
+    n: int = 0
+    total: float = 0.0
+    verdict: str = ""
+    alerts: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    dirty: bool = True
+
+    def note(self, ch: Change) -> None:
+        v = "drift" if ch.alert else "suppressed"
+        if _VERDICT_RANK[v] > _VERDICT_RANK.get(self.verdict, -1):
+            self.verdict = v
+        self.alerts += ch.alert
+
+
+class TaskDrift:
+    def __init__(self, task: TaskConfig, cfg: DriftConfig, window_seconds: int = 60,
+                 seen_capacity: int = 32768) -> None:
+        self.task = task.name
+        self.labels = task.labels
+        self.cfg = cfg
+        self.window_seconds = window_seconds
+        self.monitors: dict[str, Monitor] = {}
+        self.seen = {"curation": SeenIds(seen_capacity), "live": SeenIds(seen_capacity)}
+        self.windows: dict[str, dict[int, WindowAcc]] = {}
+        self.unpublished: list[dict] = []  # alerts made but not yet sent and stored
+        self.version = 0
+        self.vocab: frozenset[str] | None = None
+        self.label_reference: dict[str, int] = {}
+        self.reconfigure(cfg)
+
+    # -- configuration and persistence ---------------------------------------------------
+    def reconfigure(self, cfg: DriftConfig) -> None:
+        """Apply the current config: a metric whose detector settings changed restarts."""
+        self.cfg = cfg
+        from .config import METRICS
+
+        for metric in METRICS:
+            c = cfg.active(metric)
+            if c is None:
+                self.monitors.pop(metric, None)
+            elif metric not in self.monitors or self.monitors[metric].cfg != c:
+                self.monitors[metric] = Monitor(c, self.labels)
+                if metric == "label_mix":
+                    self.monitors[metric].det.set_reference(self.label_reference)
+            self.windows.setdefault(metric, {})
+
+    def __getstate__(self):
+        s = dict(self.__dict__)
+        s["vocab"], s["label_reference"] = None, {}
+        return s
+
+    def dumps(self) -> bytes:
+        return pickle.dumps((STATE_FORMAT, self), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(blob: bytes, task: TaskConfig, cfg: DriftConfig, window_seconds: int) -> "TaskDrift":
+        fmt, state = pickle.loads(blob)
+        if fmt != STATE_FORMAT or not isinstance(state, TaskDrift):
+            raise ValueError(f"drift state format {fmt} is not {STATE_FORMAT}")
+        state.labels = task.labels
+        if state.window_seconds != window_seconds:
+            state.windows, state.window_seconds = {}, window_seconds
+        state.reconfigure(cfg)
+        for wins in state.windows.values():
+            for acc in wins.values():
+                acc.dirty = True
+        return state
+
+    # -- the training reference ----------------------------------------------------------
+    def set_reference(self, label_counts: dict[str, int], vocab: frozenset[str] | None) -> None:
+        self.label_reference = dict(label_counts)
+        self.vocab = vocab
+        mon = self.monitors.get("label_mix")
+        if mon is not None:
+            mon.det.set_reference(self.label_reference)
+
+    # -- events ----------------------------------------------------------------------------
+    def observe_curation(self, event_id: str, outcome: str, confidence: float, label: str,
+                         ts: float, now: datetime) -> list[dict]:
+        """One curated teacher log (not invalid). Returns the alerts it raised."""
+        return self.observe_curation_batch([(event_id, outcome, confidence, label, ts)], now)
+
+    def observe_curation_batch(self, items: list[tuple[str, str, float, str, float]], now: datetime) -> list[dict]:
+        """Curated teacher logs (id, outcome, confidence, label, ts), in order. Events seen
+        before (a replay) are skipped. Returns the alerts raised."""
+        add = self.seen["curation"].add
+        items = [it for it in items if add(it[0])]
+        if not items:
+            return []
+        ws = self.window_seconds
+        out: list[dict] = []
+        mons = self.monitors
+        if "off_schema_rate" in mons:
+            self._feed_many("off_schema_rate", [(1.0 if it[1] == "off_schema" else 0.0) for it in items],
+                            items, ws, now, out)
+        valid = [it for it in items if it[1] != "off_schema"]
+        if "low_conf_rate" in mons:
+            self._feed_many("low_conf_rate", [(1.0 if it[1] == "low_conf" else 0.0) for it in valid],
+                            valid, ws, now, out)
+        if "confidence_mean" in mons:
+            self._feed_many("confidence_mean", [it[2] for it in valid], valid, ws, now, out)
+        if "label_mix" in mons:
+            self._feed_many("label_mix", [it[3] for it in valid], valid, ws, now, out)
+        return out
+
+    def observe_live(self, event_id: str, text: str, agree: bool | None, ts: float, now: datetime) -> list[dict]:
+        """One live request. ``agree``: served answer equals the teacher's (None: not sampled)."""
+        return self.observe_live_batch([(event_id, text, agree, ts)], now)
+
+    def observe_live_batch(self, items: list[tuple[str, str, bool | None, float]], now: datetime) -> list[dict]:
+        add = self.seen["live"].add
+        items = [it for it in items if add(it[0])]
+        if not items:
+            return []
+        ws = self.window_seconds
+        out: list[dict] = []
+        mons = self.monitors
+        if "input_length" in mons:
+            lengths = [float(len(it[1])) for it in items]
+            self._feed_many("input_length", [math.log1p(n) for n in lengths], items, ws, now, out, raw=lengths)
+        if "oov_rate" in mons and self.vocab is not None:
+            vocab = self.vocab
+            shares = [oov_share(it[1], vocab) for it in items]
+            keep = [i for i, v in enumerate(shares) if v is not None]
+            self._feed_many("oov_rate", [shares[i] for i in keep], [items[i] for i in keep], ws, now, out)
+        if "agreement_rate" in mons:
+            sampled = [it for it in items if it[2] is not None]
+            self._feed_many("agreement_rate", [1.0 if it[2] else 0.0 for it in sampled], sampled, ws, now, out)
+        return out
+
+    def _feed_many(self, metric: str, xs: list, items: list, ws: int, now: datetime, out: list,
+                   raw: list[float] | None = None) -> None:
+        """Feed one metric's values (items[i] is the event of xs[i]: id first, ts last)."""
+        if not xs:
+            return
+        mon = self.monitors[metric]
+        changes = mon.update_many(xs)
+        wins = self.windows[metric]
+        vals = raw if raw is not None else xs
+        is_mix = metric == "label_mix"
+        last_w, acc = None, None
+        for i, it in enumerate(items):
+            w = int(it[-1] // ws) * ws
+            if w != last_w:
+                acc = wins.get(w)
+                if acc is None:
+                    acc = wins[w] = WindowAcc()
+                acc.dirty = True
+                last_w = w
+            acc.n += 1
+            if is_mix:
+                acc.labels[vals[i]] = acc.labels.get(vals[i], 0) + 1
+            else:
+                acc.total += vals[i]
+        for i, ch in changes:
+            it = items[i]
+            w = int(it[-1] // ws) * ws
+            wins[w].note(ch)
+            if ch.alert:
+                out.append(self._alert(metric, mon, ch, it[0], it[-1], w, now))
+
+    def _alert(self, metric: str, mon: Monitor, ch: Change, event_id: str, ts: float, w: int,
+               now: datetime) -> dict:
+        before, after = ch.before, ch.after
+        if metric == "input_length":  # detected on log1p(chars); report characters
+            before, after = math.expm1(before), math.expm1(after)
+        h = xxhash.xxh3_128()
+        for part in (self.task, metric, mon.cfg.detector, str(ch.at), event_id):
+            h.update(part.encode())
+            h.update(b"\0")
+        alert = {
+            "alert_id": f"da-{h.hexdigest()[:24]}",
+            "task": self.task,
+            "metric": metric,
+            "detector": mon.cfg.detector,
+            "detected_at": now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "value": float(after),
+            "reference": float(before),
+            "severity": severity(metric, ch),
+            "evidence": {
+                "before": float(before), "after": float(after), "statistic": float(ch.statistic),
+                "window_events": int(ch.window), "events_seen": ch.at, "event_id": event_id,
+                "event_ts": datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z"),
+                "window_start": datetime.fromtimestamp(w, timezone.utc).isoformat().replace("+00:00", "Z"),
+                "window_seconds": self.window_seconds,
+                "config": {k: getattr(mon.cfg, k) for k in _CONFIG_KEYS[mon.cfg.detector]},
+                **{k: v for k, v in ch.detail.items()},
+            },
+            "schema_version": 1,
+        }
+        if metric == "label_mix":
+            alert["reference"] = 0.0  # the divergence of the reference from itself
+        self.unpublished.append(alert)
+        return alert
+
+    # -- windows to rows -------------------------------------------------------------------
+    def window_rows(self, updated_at: str, keep_windows: int = 3) -> list[dict]:
+        """Rows of drift_windows for every window changed since the last call; forgets old
+        windows (older than ``keep_windows`` windows before the newest)."""
+        rows = []
+        for metric, wins in self.windows.items():
+            mon = self.monitors.get(metric)
+            if mon is None:
+                continue
+            for w, acc in wins.items():
+                if not acc.dirty:
+                    continue
+                acc.dirty = False
+                rows.append(self._row(metric, mon, w, acc, updated_at))
+            if wins:
+                newest = max(wins)
+                for w in [w for w in wins if w < newest - keep_windows * self.window_seconds and not wins[w].dirty]:
+                    del wins[w]
+        return rows
+
+    def _row(self, metric: str, mon: Monitor, w: int, acc: WindowAcc, updated_at: str) -> dict:
+        detail: dict[str, Any] = {}
+        verdict = acc.verdict
+        if metric == "label_mix":
+            det = mon.det
+            reference: float | None = mon.cfg.min_jsd
+            if det.ref is not None and acc.n:
+                counts = np.array([acc.labels.get(lab, 0) for lab in det.labels], dtype=float)
+                value = js_divergence(counts + 1e-12, det.ref)
+                detail["shares"] = {lab: round(acc.labels.get(lab, 0) / acc.n, 4) for lab in det.labels}
+            else:
+                value = 0.0
+                verdict = verdict or "no_reference"
+            statistic: float | None = det.last_stat
+        else:
+            value = acc.total / acc.n if acc.n else 0.0
+            reference = mon.reference
+            if reference is not None and metric == "input_length":
+                reference = math.expm1(reference)
+            statistic = mon.statistic()
+        if not verdict:
+            verdict = "warmup" if mon.n < mon.cfg.warmup else "ok"
+        return {
+            "task": self.task, "metric": metric, "detector": mon.cfg.detector,
+            "window_start": datetime.fromtimestamp(w, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "window_seconds": self.window_seconds, "n": acc.n, "value": float(value),
+            "reference": None if reference is None else float(reference),
+            "statistic": None if statistic is None or not math.isfinite(statistic) else float(statistic),
+            "verdict": verdict, "alerts": acc.alerts,
+            "detail": _json(detail), "updated_at": updated_at,
+        }
+
+
+_CONFIG_KEYS = {
+    "adwin": ("delta", "clock", "direction", "min_effect", "cooldown_events"),
+    "page_hinkley": ("delta", "threshold", "warmup", "direction", "min_effect", "cooldown_events"),
+    "kswin": ("alpha", "window_size", "stat_size", "sample_every", "direction", "min_effect", "cooldown_events"),
+    "chi2_jsd": ("window", "alpha", "min_jsd", "clear_windows", "cooldown_events"),
+}
+
+
+def _json(obj) -> str:
+    import orjson
+
+    return orjson.dumps(obj).decode()

@@ -70,11 +70,14 @@ class SeenIds:
         return True
 
     def __getstate__(self):
-        return {"capacity": self.capacity, "ring": self.ring.tobytes(), "pos": self.pos, "full": self.full}
+        used = self.ring if self.full else self.ring[:self.pos]
+        return {"capacity": self.capacity, "ring": used.tobytes(), "pos": self.pos, "full": self.full}
 
     def __setstate__(self, s):
         self.capacity, self.pos, self.full = s["capacity"], s["pos"], s["full"]
-        self.ring = np.frombuffer(s["ring"], dtype=np.uint64).copy()
+        self.ring = np.zeros(self.capacity, dtype=np.uint64)
+        used = np.frombuffer(s["ring"], dtype=np.uint64)
+        self.ring[:len(used)] = used
         n = self.capacity if self.full else self.pos
         self.set = set(int(x) for x in self.ring[:n])
 

@@ -1,0 +1,224 @@
+"""Detectors, the alert gate and per-task state on seeded synthetic streams with known change
+points: an abrupt shift is detected, a gradual one is detected, a stationary stream is quiet."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from streams.drift.config import _DEFAULTS, drift_config, trigger_config
+from streams.drift.detectors import Monitor
+from streams.drift.state import TaskDrift, oov_share
+from streams.tasks import TaskConfigError, parse_task
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CHANGE = 30_000
+
+
+def alerts_of(mon: Monitor, xs) -> list[int]:
+    """Indices where the monitor alerted."""
+    out, base = [], 0
+    for s in range(0, len(xs), 5000):
+        out += [base + i for i, ch in mon.update_many(xs[s:s + 5000]) if ch.alert]
+        base += len(xs[s:s + 5000])
+    return out
+
+
+def bernoulli(rng, p_before, p_after, n_after=20_000, ramp=0):
+    before = rng.random(CHANGE) < p_before
+    if ramp:
+        ps = np.concatenate([np.linspace(p_before, p_after, ramp), np.full(n_after, p_after)])
+    else:
+        ps = np.full(n_after, p_after)
+    after = rng.random(len(ps)) < ps
+    return np.concatenate([before, after]).astype(float).tolist()
+
+
+@pytest.mark.parametrize("metric", ["off_schema_rate", "low_conf_rate", "oov_rate"])
+def test_rate_metrics_abrupt_gradual_stationary(metric):
+    rng = np.random.default_rng(11)
+    cfg = _DEFAULTS[metric]
+    hits = alerts_of(Monitor(cfg), bernoulli(rng, 0.01, 0.06))
+    assert len(hits) == 1 and CHANGE <= hits[0] < CHANGE + 2000, hits
+    hits = alerts_of(Monitor(cfg), bernoulli(rng, 0.01, 0.05, ramp=20_000))
+    assert len(hits) == 1 and CHANGE < hits[0] < CHANGE + 25_000, hits  # one alert for the whole ramp
+    assert alerts_of(Monitor(cfg), (rng.random(200_000) < 0.02).astype(float).tolist()) == []
+
+
+def test_agreement_rate_alerts_on_drops_only():
+    rng = np.random.default_rng(5)
+    cfg = _DEFAULTS["agreement_rate"]
+    hits = alerts_of(Monitor(cfg), bernoulli(rng, 0.95, 0.85))
+    assert len(hits) == 1 and CHANGE <= hits[0] < CHANGE + 2000
+    mon = Monitor(cfg)
+    assert alerts_of(mon, bernoulli(rng, 0.85, 0.95)) == []  # agreement got better: no alert
+
+
+@pytest.mark.parametrize("metric,base,sd,shift", [("confidence_mean", 0.9, 0.05, -0.05),
+                                                   ("input_length", math.log1p(60), 0.4, 0.35)])
+def test_mean_metrics_abrupt_gradual_stationary(metric, base, sd, shift):
+    rng = np.random.default_rng(3)
+    cfg = _DEFAULTS[metric]
+
+    def stream(ramp=0):
+        before = rng.normal(base, sd, CHANGE)
+        means = np.concatenate([np.linspace(base, base + shift, ramp), np.full(20_000, base + shift)]) if ramp \
+            else np.full(20_000, base + shift)
+        return np.concatenate([before, rng.normal(means, sd)]).tolist()
+
+    hits = alerts_of(Monitor(cfg), stream())
+    assert len(hits) == 1 and CHANGE <= hits[0] < CHANGE + 1000, hits
+    hits = alerts_of(Monitor(cfg), stream(ramp=20_000))
+    assert 1 <= len(hits) <= 2 and CHANGE < hits[0] < CHANGE + 25_000, hits
+    assert alerts_of(Monitor(cfg), rng.normal(base, sd, 200_000).tolist()) == []
+
+
+LABELS = ("a", "b", "c", "d")
+REF = {"a": 4000, "b": 3000, "c": 2000, "d": 1000}
+
+
+def label_stream(rng, shares_after, ramp=0, n_after=20_000):
+    p0 = np.array([0.4, 0.3, 0.2, 0.1])
+    p1 = np.array(shares_after)
+    out = list(rng.choice(LABELS, CHANGE, p=p0))
+    for i in range(ramp):
+        f = i / ramp
+        out.append(rng.choice(LABELS, p=(1 - f) * p0 + f * p1))
+    return out + list(rng.choice(LABELS, n_after, p=p1))
+
+
+def test_label_mix_abrupt_gradual_stationary():
+    rng = np.random.default_rng(7)
+    cfg = _DEFAULTS["label_mix"]
+
+    def mon():
+        m = Monitor(cfg, LABELS)
+        m.det.set_reference(REF)
+        return m
+
+    hits = alerts_of(mon(), label_stream(rng, [0.25, 0.3, 0.2, 0.25]))
+    assert len(hits) == 1 and CHANGE <= hits[0] < CHANGE + 2 * cfg.window, hits
+    hits = alerts_of(mon(), label_stream(rng, [0.2, 0.3, 0.2, 0.3], ramp=20_000))
+    assert len(hits) == 1 and CHANGE < hits[0] < CHANGE + 20_000, hits
+    assert alerts_of(mon(), list(rng.choice(LABELS, 200_000, p=[0.4, 0.3, 0.2, 0.1]))) == []
+    m = Monitor(cfg, LABELS)  # no reference (pool too small): never alerts
+    m.det.set_reference({"a": 5})
+    assert alerts_of(m, label_stream(rng, [0.1, 0.1, 0.1, 0.7])) == []
+
+
+def test_gate_cooldown_direction_and_min_effect():
+    rng = np.random.default_rng(1)
+    # two changes 5k events apart: the cooldown (20k) holds the second back
+    xs = bernoulli(rng, 0.01, 0.10, n_after=5000) + (rng.random(20_000) < 0.30).astype(float).tolist()
+    assert len(alerts_of(Monitor(_DEFAULTS["off_schema_rate"]), xs)) == 1
+    no_cooldown = replace(_DEFAULTS["off_schema_rate"], cooldown_events=0)
+    assert len(alerts_of(Monitor(no_cooldown), xs)) == 2
+    down = bernoulli(rng, 0.10, 0.01)
+    mon = Monitor(_DEFAULTS["off_schema_rate"])
+    suppressed = [ch for x in down if (ch := mon.update(x)) is not None]
+    assert suppressed and all(ch.suppressed == "direction" and not ch.alert for ch in suppressed)
+    big_effect = replace(_DEFAULTS["off_schema_rate"], min_effect=0.2)
+    assert alerts_of(Monitor(big_effect), bernoulli(rng, 0.01, 0.06)) == []
+
+
+def test_alert_says_what_moved():
+    rng = np.random.default_rng(2)
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    td = TaskDrift(task, drift_config(task), window_seconds=60)
+    xs = bernoulli(rng, 0.01, 0.10)
+    items = [(f"e{i}", "off_schema" if x else "kept", 0.9, "a", 1_700_000_000 + i / 100) for i, x in enumerate(xs)]
+    alerts = td.observe_curation_batch(items, NOW)
+    assert [a["metric"] for a in alerts] == ["off_schema_rate"]
+    a = alerts[0]
+    assert a["detector"] == "adwin" and a["severity"] == "high"
+    assert 0.005 < a["reference"] < 0.015 and 0.06 < a["value"] < 0.15
+    ev = a["evidence"]
+    assert ev["before"] == a["reference"] and ev["window_events"] > 0 and ev["event_id"].startswith("e")
+    assert ev["config"]["delta"] == 1e-4
+    rows = td.window_rows("2026-01-01 00:00:00.000000")
+    off = [r for r in rows if r["metric"] == "off_schema_rate"]
+    assert sum(r["n"] for r in off) == len(xs)
+    assert sum(r["alerts"] for r in off) == 1 and any(r["verdict"] == "drift" for r in off)
+    assert td.window_rows("2026-01-01 00:00:01.000000") == []  # nothing changed since
+
+
+def test_restart_mid_stream_restores_state_and_skips_replays():
+    """Snapshot after each batch; crash; the uncommitted batches are delivered again on top of
+    the restored state: the same alerts as an uninterrupted run, none twice."""
+    rng = np.random.default_rng(4)
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    cfg = drift_config(task)
+    xs = bernoulli(rng, 0.01, 0.10)
+    items = [(f"e{i}", "off_schema" if x else "kept", 0.9, "a", 1_700_000_000 + i / 100) for i, x in enumerate(xs)]
+    batches = [items[s:s + 1000] for s in range(0, len(items), 1000)]
+
+    straight = TaskDrift(task, cfg)
+    expected = [a["alert_id"] for b in batches for a in straight.observe_curation_batch(b, NOW)]
+    assert len(expected) == 1
+
+    td = TaskDrift(task, cfg)
+    got: list[str] = []
+    crash_at = CHANGE // 1000 + 1  # the alert is raised in a batch that is then replayed
+    for b in batches[:crash_at + 1]:
+        got += [a["alert_id"] for a in td.observe_curation_batch(b, NOW)]
+        blob = td.dumps()  # the snapshot written before the batch's offsets are committed
+    restored = TaskDrift.loads(blob, task, cfg, 60)
+    assert restored.monitors["off_schema_rate"].n == td.monitors["off_schema_rate"].n
+    for b in batches[crash_at - 2:]:  # the last three batches were never committed: replayed
+        got += [a["alert_id"] for a in restored.observe_curation_batch(b, NOW)]
+    assert got == expected
+    assert restored.monitors["off_schema_rate"].n == len(items)  # each event counted once
+
+
+def test_reconfigured_metric_restarts_its_detector_only():
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    td = TaskDrift(task, drift_config(task))
+    td.observe_curation_batch([(f"e{i}", "kept", 0.9, "a", 1e9) for i in range(100)], NOW)
+    changed = parse_task({"name": "tx", "labels": list(LABELS), "drift": {"off_schema_rate": {"delta": 1e-3}}})
+    again = TaskDrift.loads(td.dumps(), changed, drift_config(changed), 60)
+    assert again.monitors["off_schema_rate"].n == 0 and again.monitors["low_conf_rate"].n == 100
+
+
+def test_live_metrics_and_oov():
+    vocab = frozenset({"uber", "trip", "tesco"})
+    assert oov_share("UBER trip to Paris", vocab) == 0.5
+    assert oov_share("   ", vocab) is None
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    td = TaskDrift(task, drift_config(task))
+    td.set_reference(REF, vocab)
+    td.observe_live_batch([("r1", "uber trip", True, 1e9), ("r2", "paris", None, 1e9), ("r1", "dup", False, 1e9)], NOW)
+    assert td.monitors["input_length"].n == 2 and td.monitors["oov_rate"].n == 2
+    assert td.monitors["agreement_rate"].n == 1  # r2 not sampled, r1's replay skipped
+
+
+def test_bad_config_names_file_key_and_fix():
+    def cfg(drift=None, trigger=None):
+        doc = {"name": "tx", "labels": ["a"]}
+        if drift is not None:
+            doc["drift"] = drift
+        if trigger is not None:
+            doc["trigger"] = trigger
+        return parse_task(doc, "tasks/tx.toml")
+
+    with pytest.raises(TaskConfigError, match=r"tasks/tx.toml: key 'drift.off_schema_rate.delta'.*\(0, 1\)"):
+        drift_config(cfg({"off_schema_rate": {"delta": 2}}))
+    with pytest.raises(TaskConfigError, match=r"drift.label_mix.detector.*chi2_jsd"):
+        drift_config(cfg({"label_mix": {"detector": "adwin"}}))
+    with pytest.raises(TaskConfigError, match=r"drift.oov_rate.dleta.*unknown key"):
+        drift_config(cfg({"oov_rate": {"dleta": 1}}))
+    with pytest.raises(TaskConfigError, match=r"drift.nope"):
+        drift_config(cfg({"nope": {}}))
+    with pytest.raises(TaskConfigError, match=r"trigger.cooldown.*duration"):
+        trigger_config(cfg(trigger={"cooldown": "soon"}))
+    with pytest.raises(TaskConfigError, match=r"trigger.metrics.*unknown metric 'latency'"):
+        trigger_config(cfg(trigger={"metrics": ["latency"]}))
+    t = trigger_config(cfg(trigger={"cooldown": "30m", "min_new_examples": 50}))
+    assert t.cooldown_s == 1800 and t.min_new_examples == 50 and t.refresh_every == 5000
+    d = drift_config(cfg({"input_length": {"detector": "kswin", "alpha": 1e-6}}))
+    assert d.metrics["input_length"].detector == "kswin" and d.metrics["input_length"].alpha == 1e-6
+    assert pickle.loads(pickle.dumps(Monitor(d.metrics["input_length"]))).cfg.detector == "kswin"

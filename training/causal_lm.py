@@ -89,7 +89,7 @@ def load_base(cfg: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.base_model, local_files_only=True)
     kwargs: dict = {"local_files_only": True}
     if use_4bit(cfg):
         try:
@@ -187,7 +187,9 @@ class CausalPredictor:
     def __init__(self, adapter_dir: Path, base_model: str, quantization: str = "auto"):
         from peft import PeftModel
 
-        cfg = TrainConfig(student="causal_lm", base_model=base_model, quantization=quantization)
+        # the tokenizer saved with the adapter (its chat template is the one trained with)
+        cfg = TrainConfig(student="causal_lm", base_model=base_model, quantization=quantization,
+                          tokenizer=str(adapter_dir))
         tok, base = load_base(cfg)
         self.tok = tok
         self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()

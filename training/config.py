@@ -74,6 +74,7 @@ class TrainConfig:
     max_new_tokens: int = 64
     weight_decay: float = 0.0
     warmup_share: float = 0.06
+    tokenizer: str = ""              # tokenizer directory or id; "" = the base model's
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,6 +110,13 @@ def _float(task, sec, key, raw, default, lo, hi, lo_open=False):
         bound = f"above {lo}" if lo_open else f"from {lo}"
         raise TaskConfigError(task.source, f"{sec}.{key}", f"must be a number {bound} to {hi}, got {v!r}")
     return float(v)
+
+
+def _str(task, sec, key, raw, default):
+    v = raw.get(key, default)
+    if not isinstance(v, str):
+        raise TaskConfigError(task.source, f"{sec}.{key}", f"must be a string, got {v!r}")
+    return v
 
 
 def _choice(task, sec, key, raw, default, choices):
@@ -162,6 +170,7 @@ def train_config(task: TaskConfig) -> TrainConfig:
         max_new_tokens=_int(task, "train", "max_new_tokens", raw, 64, 1, 8192),
         weight_decay=_float(task, "train", "weight_decay", raw, 0.0, 0, 1),
         warmup_share=_float(task, "train", "warmup_share", raw, 0.06, 0, 0.5),
+        tokenizer=_str(task, "train", "tokenizer", raw, ""),
     )
 
 

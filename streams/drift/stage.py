@@ -71,10 +71,12 @@ class DriftStage:
         self.drift: dict[str, TaskDrift] = {}
         self.versions: dict[str, int] = {}
         self.reference_at: dict[str, float] = {}
+        self.reference_n: dict[str, int] = {}
         self.publish_alert = None     # async (alert dict) -> None
         self.publish_request = None   # async (request dict) -> None
         self.publish_dead = None      # async (key, value) -> None
         self.lock = asyncio.Lock()
+        self.notes: list[tuple[int, str]] = []  # start-up messages, logged once logging is set up
         self.events = 0
         self.busy_s = 0.0
 
@@ -90,11 +92,13 @@ class DriftStage:
                 self.versions[name] = version
                 try:
                     td = TaskDrift.loads(blob, task, cfg, self.window_seconds)
-                    log.info("drift %s: detector state v%d restored (%s)", name, version,
-                             ", ".join(f"{m} n={mon.n}" for m, mon in td.monitors.items()))
+                    self.notes.append((logging.INFO, f"drift {name}: detector state v{version} restored ("
+                                       + ", ".join(f"{m} n={mon.n}" for m, mon in td.monitors.items()) + ")"))
                 except Exception as exc:  # an old format or a river upgrade: start fresh, say so
-                    log.warning("drift %s: state snapshot v%d unusable (%s); starting fresh detectors",
-                                name, version, exc)
+                    self.notes.append((logging.WARNING, f"drift {name}: state snapshot v{version} unusable "
+                                                        f"({exc}); starting fresh detectors"))
+            else:
+                self.notes.append((logging.INFO, f"drift {name}: no saved detector state; fresh detectors"))
             self.drift[name] = td or TaskDrift(task, cfg, self.window_seconds, self.seen_capacity)
             self.refresh_reference(name)
 
@@ -104,7 +108,9 @@ class DriftStage:
         min_ref = cfg.metrics["oov_rate"].min_reference
         self.drift[name].set_reference(labels, vocab if n >= min_ref else None)
         self.reference_at[name] = time.monotonic()
-        log.info("drift %s: training reference %d examples, %d labels, %d tokens", name, n, len(labels), len(vocab))
+        self.reference_n[name] = n
+        self.notes.append((logging.INFO, f"drift {name}: training reference {n} examples, {len(labels)} labels, "
+                                         f"{len(vocab)} tokens"))
 
     # -- batches ---------------------------------------------------------------------------------
     async def on_curated(self, decisions: list[Decision]) -> None:
@@ -236,7 +242,9 @@ class DriftStage:
 
     async def maybe_refresh_references(self) -> None:
         for name in self.drift:
-            if time.monotonic() - self.reference_at.get(name, 0) >= self.config.drift[name].reference_refresh_s:
+            cfg = self.config.drift[name]
+            small = self.reference_n.get(name, 0) < cfg.metrics["oov_rate"].min_reference  # retry every tick
+            if small or time.monotonic() - self.reference_at.get(name, 0) >= cfg.reference_refresh_s:
                 await asyncio.to_thread(self.refresh_reference, name)
 
     def status_line(self) -> str:
@@ -321,8 +329,17 @@ def install(ctx) -> None:
         except Exception as exc:
             log.warning("drift: refreshing the training reference failed (%s)", exc)
 
+    @app.task
+    async def drift_started() -> None:
+        for level, note in stage.notes:
+            log.log(level, note)
+        stage.notes.clear()
+
     @app.timer(interval=30.0)
     async def drift_report() -> None:
+        for level, note in stage.notes:
+            log.log(level, note)
+        stage.notes.clear()
         log.info(stage.status_line())
 
 

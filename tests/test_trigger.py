@@ -65,8 +65,8 @@ def store(tmp_path):
     w.close()
 
 
-def add_examples(store, n, at, start=0):
-    store.insert("examples", [{"id": f"x{start + i}", "ts": at, "task": "tx", "input": f"shop {start + i}",
+def add_examples(store, n, at, start=0, task="tx"):
+    store.insert("examples", [{"id": f"x{start + i}", "ts": at, "task": task, "input": f"shop {start + i}",
                                "output": "a", "slice": "", "confidence": 0.9, "teacher": "t", "meta": "{}",
                                "input_hash": i, "source_partition": 0, "source_offset": i, "curated_at": at}
                               for i in range(n)])

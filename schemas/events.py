@@ -51,7 +51,7 @@ def parse_ts(value: str) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3 µs more per event
 class TeacherLog:
     id: str
     ts: datetime

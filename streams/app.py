@@ -27,7 +27,7 @@ import faust
 from schemas.topics import DEAD_LETTERS, REVIEW_QUEUE, TEACHER_LOGS
 from .curate import OUTCOMES, Curator, Decision, Message
 from .gold import current_version, load_gold
-from .rows import batch_token, ch_time, curation_event_row, dead_letter, example_row, review_item
+from .rows import batch_token, curation_event_row, dead_letter, example_row, review_item
 from .settings import Settings
 from .tasks import TaskConfig
 from .warehouse import Warehouse, WarehouseError
@@ -106,6 +106,7 @@ class CuratePipeline:
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.events = 0
         self.started = time.monotonic()
+        self._inflight: asyncio.Future | None = None
 
     def decide(self, messages: list[Message]) -> list[Decision]:
         try:
@@ -122,10 +123,36 @@ class CuratePipeline:
             return out
 
     async def process(self, messages: list[Message]) -> None:
+        """Decide a batch and make it durable (no pipelining; for callers without a stream)."""
+        await self._finish(self.decide(messages), None, ())
+
+    async def submit(self, stream, events) -> None:
+        """Decide a batch now and write it in the background while the next batch is read.
+
+        Each event gets an extra reference, so the ack that take_events gives it when this
+        returns does not release it; the background writer acks it once the batch is durable.
+        At most one batch is being written while the next is decided (bounded buffering: a
+        slow store stalls consumption, it never grows memory)."""
+        messages = []
+        for ev in events:
+            ev.message.incref()
+            m = ev.message
+            messages.append(Message(m.value, m.partition, m.offset, m.topic, m.timestamp))
         decisions = self.decide(messages)
+        if self._inflight is not None:
+            await self._inflight
+        self._inflight = asyncio.ensure_future(self._finish(decisions, stream, events))
+
+    async def drain(self) -> None:
+        if self._inflight is not None:
+            await self._inflight
+
+    async def _finish(self, decisions: list[Decision], stream, events) -> None:
         now = datetime.now(timezone.utc)
         await self._retry("publish dead letters and review items", self._send, decisions, now)
         await self._retry("write the batch to ClickHouse", self._write, decisions, now)
+        for ev in events:  # durable: now the offsets may be committed
+            await stream.ack(ev)
         for d in decisions:
             self.counts[d.outcome] += 1
         self.events += len(decisions)
@@ -152,7 +179,7 @@ class CuratePipeline:
             await self.ctx.app.producer.flush()
 
     async def _write(self, decisions: list[Decision], now: datetime) -> None:
-        curated_at = ch_time(now)
+        curated_at = now
         events = [curation_event_row(d, curated_at) for d in decisions]
         kept = [example_row(d, curated_at) for d in decisions if d.outcome == "kept" and not d.replay]
         store = self.ctx.store
@@ -219,9 +246,7 @@ def build_app(settings: Settings, tasks: dict[str, TaskConfig], store: Warehouse
     @app.agent(teacher, concurrency=1, name="curate")
     async def curate(stream):
         async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
-            messages = [Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
-                        for m in (ev.message for ev in events)]
-            await pipeline.process(messages)
+            await pipeline.submit(stream, events)
 
     @app.timer(interval=10.0)
     async def refresh_gold_sets() -> None:

@@ -184,20 +184,22 @@ class Curator:
         gold = self.gold.get(cfg.name)
         pre_pool = pool.prefetch(keys)
         pre_gold = gold.prefetch(keys) if gold is not None else None
+        keys_l = keys.tolist()
+        ex_l = ex.tolist()
         for i, d in enumerate(group):
-            d.input_hash = int(ex[i])
+            d.input_hash = ex_l[i]
             if gold is not None:
-                g = gold.match(sigs[i], keys[i], None, pre_gold, i)
+                g = gold.match(sigs[i], keys_l[i], None, pre_gold, i)
                 if g is not None:
                     d.outcome, d.matched_id = "gold_overlap", g.entry_id
                     d.reason = (f"input {'equals' if g.kind == 'exact' else 'is a near duplicate of'} "
                                 f"gold example {g.entry_id!r} (similarity {g.similarity:.2f})")
                     continue
             idh = id_hash(d.log.id)
-            m = pool.match(sigs[i], keys[i], idh, pre_pool, i)
+            m = pool.match(sigs[i], keys_l[i], idh, pre_pool, i)
             if m is None:
                 d.outcome = "kept"
-                pool.add(d.log.id, idh, sigs[i], keys[i])
+                pool.add(d.log.id, idh, sigs[i], keys_l[i])
             elif m.kind == "self":
                 d.outcome, d.replay, d.reason = "kept", True, "replayed event, kept before"
             elif m.kind == "exact":

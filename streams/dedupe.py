@@ -63,59 +63,59 @@ class DedupeIndex:
         bk = band_keys(sigs, self.bands, self.rows)
         return np.concatenate([bk, (exact_hashes.astype(np.uint64) ^ EXACT_SALT)[:, None]], axis=1)
 
-    def _sorted_lookup(self, keys: np.ndarray):
-        """For each row of keys (n, m): entry numbers found in the sorted part, per column."""
-        if len(self._keys) == 0:
-            return None
-        flat = keys.ravel()
-        lo = np.searchsorted(self._keys, flat, side="left")
-        hi = np.searchsorted(self._keys, flat, side="right")
-        return lo.reshape(keys.shape), hi.reshape(keys.shape)
-
     # -- queries --------------------------------------------------------------------------
     def prefetch(self, keys: np.ndarray):
-        """Look a batch of key rows up in the sorted part once; pass the result to match()."""
-        return self._sorted_lookup(keys)
+        """Look a batch of key rows (n, bands + 1) up in the sorted part once, vectorised.
+        Returns per-row lists (start, count) to pass to match(); None when nothing is sorted.
+        Valid until the next compact(): call maybe_compact() only between batches."""
+        if len(self._keys) == 0:
+            return None
+        lo = np.searchsorted(self._keys, keys, side="left")
+        hi = np.searchsorted(self._keys, keys, side="right")
+        return lo.tolist(), (hi - lo).tolist()
 
-    def match(self, sig: np.ndarray, keys_row: np.ndarray, idh: int | None, pre=None,
-              row: int = 0) -> Match | None:
+    def match(self, sig: np.ndarray, keys_row, idh: int | None, pre=None, row: int = 0) -> Match | None:
         """The earliest live entry that is this id, the same input, or a near duplicate.
         With ``idh=None`` no entry is taken for this event itself (gold sets)."""
-        exact_key = int(keys_row[-1])
-        cands_exact = self._entries_for(exact_key, -1, pre, row)
-        if cands_exact:
-            e = min(cands_exact)
-            kind = "self" if self._idh_of(e) == idh else "exact"
-            if kind == "exact":
-                # a replay of this very id may sit among later entries with the same input
-                for other in cands_exact:
-                    if self._idh_of(other) == idh:
-                        return Match("self", self._id_of(other), 1.0)
-            return Match(kind, self._id_of(e), 1.0)
-        cands: set[int] = set()
-        for j in range(self.bands):
-            cands.update(self._entries_for(int(keys_row[j]), j, pre, row))
+        if not isinstance(keys_row, list):
+            keys_row = keys_row.tolist()
+        lo = cnt = None
+        if pre is not None:
+            lo, cnt = pre[0][row], pre[1][row]
+        m = len(keys_row) - 1
+        exact = self._entries_for(keys_row[m], m, lo, cnt)
+        if exact:
+            if idh is not None:
+                for e in exact:
+                    if self._idh_of(e) == idh:
+                        return Match("self", self._id_of(e), 1.0)
+            return Match("exact", self._id_of(min(exact)), 1.0)
+        cands: list[int] = []
+        for j in range(m):
+            found = self._entries_for(keys_row[j], j, lo, cnt)
+            if found:
+                cands.extend(found)
         if not cands:
             return None
-        order = sorted(cands)
+        order = sorted(set(cands))
         mat = np.stack([self._sig_of(e) for e in order])
         sims = estimated_jaccard(sig, mat)
-        for e, s in zip(order, sims):
-            if self._idh_of(e) == idh:
-                return Match("self", self._id_of(e), float(s))
+        if idh is not None:
+            for e, s in zip(order, sims):
+                if self._idh_of(e) == idh:
+                    return Match("self", self._id_of(e), float(s))
         hits = np.nonzero(sims >= self.threshold)[0]
         if len(hits) == 0:
             return None
         e = order[int(hits[0])]
         return Match("near", self._id_of(e), float(sims[hits[0]]))
 
-    def _entries_for(self, key: int, col: int, pre, row: int) -> list[int]:
+    def _entries_for(self, key: int, col: int, lo, cnt) -> list[int]:
         out: list[int] = []
-        if pre is not None:
-            lo, hi = pre
-            a, b = int(lo[row, col]), int(hi[row, col])
-            if b > a:
-                out.extend(int(v) for v in self._vals[a:b] if v >= self.first_live)
+        if cnt is not None and cnt[col]:
+            a = lo[col]
+            first = self.first_live
+            out.extend(v for v in self._vals[a:a + cnt[col]].tolist() if v >= first)
         d = self._delta.get(key)
         if d is not None:
             if isinstance(d, list):
@@ -145,7 +145,9 @@ class DedupeIndex:
         self._idh[c][i] = idh
         self._ids[c].append(entry_id)
         self.n_total += 1
-        for k in keys_row.tolist():
+        if not isinstance(keys_row, list):
+            keys_row = keys_row.tolist()
+        for k in keys_row:
             d = self._delta.get(k)
             if d is None:
                 self._delta[k] = e

@@ -14,7 +14,8 @@ SCHEMA_VERSION = 1
 
 
 def ch_time(ts: datetime) -> str:
-    """A DateTime64(3, 'UTC') literal ClickHouse's JSONEachRow accepts."""
+    """A DateTime64(3, 'UTC') literal for SQL text. Rows for inserts carry datetime objects:
+    orjson writes them as RFC 3339, which inserts read with best_effort parsing."""
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
@@ -35,11 +36,11 @@ def message_time(d: Decision) -> datetime:
     return datetime.fromtimestamp(d.message.timestamp or 0.0, timezone.utc)
 
 
-def curation_event_row(d: Decision, curated_at: str) -> dict:
+def curation_event_row(d: Decision, curated_at: datetime) -> dict:
     log = d.log
     return {
         "id": event_id(d),
-        "ts": ch_time(message_time(d)),
+        "ts": log.ts if log is not None else message_time(d),
         "task": log.task if log else "",
         "outcome": d.outcome,
         "reason": d.reason,
@@ -55,10 +56,10 @@ def curation_event_row(d: Decision, curated_at: str) -> dict:
     }
 
 
-def example_row(d: Decision, curated_at: str) -> dict:
+def example_row(d: Decision, curated_at: datetime) -> dict:
     log = d.log
     return {
-        "id": log.id, "ts": ch_time(log.ts), "task": log.task, "input": log.input, "output": d.label,
+        "id": log.id, "ts": log.ts, "task": log.task, "input": log.input, "output": d.label,
         "slice": d.slice, "confidence": log.confidence, "teacher": log.teacher,
         "meta": orjson.dumps(log.meta).decode(), "input_hash": d.input_hash,
         "source_partition": d.message.partition, "source_offset": d.message.offset,

@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from . import Warehouse, WarehouseError
+from . import INSERT_SETTINGS, Warehouse, WarehouseError
 
 
 class StoreBusy(RuntimeError):
@@ -43,8 +43,11 @@ class EmbeddedWarehouse(Warehouse):
 
     def insert_raw(self, table: str, data: bytes, fmt: str = "JSONEachRow",
                    dedup_token: str | None = None) -> None:
-        settings = f" SETTINGS insert_deduplication_token='{_quote(dedup_token)}'" if dedup_token else ""
-        self.query(f"INSERT INTO {table}{settings} FORMAT {fmt}\n" + data.decode("utf-8"), "TSV")
+        settings = dict(INSERT_SETTINGS)
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+        clause = ", ".join(f"{k}='{_quote(v)}'" for k, v in settings.items())
+        self.query(f"INSERT INTO {table} SETTINGS {clause} FORMAT {fmt}\n" + data.decode("utf-8"), "TSV")
 
     def close(self) -> None:
         with self._mutex:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from . import Warehouse, WarehouseError
+from . import INSERT_SETTINGS, Warehouse, WarehouseError
 
 
 class ServerWarehouse(Warehouse):
@@ -35,7 +35,9 @@ class ServerWarehouse(Warehouse):
 
     def insert_raw(self, table: str, data: bytes, fmt: str = "JSONEachRow",
                    dedup_token: str | None = None) -> None:
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings = dict(INSERT_SETTINGS)
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
         try:
             self._client.raw_insert(table, insert_block=data, fmt=fmt, settings=settings)
         except self._errors as exc:

@@ -42,8 +42,12 @@ near_duplicate_threshold = 0.8
 slice = "meta.country"
 """
 LABELS = ["groceries", "transport", "dining", "rent", "utilities", "shopping", "income", "other"]
-MERCHANTS = ["TESCO STORES", "SAINSBURYS", "UBER *TRIP", "PRET A MANGER", "AMAZON MKTPLACE", "SHELL",
-             "THAMES WATER", "BRITISH GAS", "LANDLORD LTD", "NETFLIX.COM", "DELIVEROO", "TFL TRAVEL"]
+MERCHANT_LABEL = {
+    "TESCO STORES": "groceries", "SAINSBURYS": "groceries", "UBER *TRIP": "transport", "SHELL": "transport",
+    "TFL TRAVEL": "transport", "PRET A MANGER": "dining", "DELIVEROO": "dining", "AMAZON MKTPLACE": "shopping",
+    "THAMES WATER": "utilities", "BRITISH GAS": "utilities", "NETFLIX.COM": "utilities", "LANDLORD LTD": "rent",
+    "ACME PAYROLL": "income"}
+MERCHANTS = list(MERCHANT_LABEL)
 CITIES = ["LONDON", "LEEDS", "PARIS", "BERLIN", "MADRID", "DUBLIN", "ROME", "OSLO"]
 
 
@@ -58,13 +62,15 @@ def make_events(n: int, seed: int = 7) -> list[bytes]:
             out.append(b'{"id": "broken-%d", "task": ' % i)
             continue
         if r < 0.16 and inputs:
-            base = rng.choice(inputs)
+            base, label = rng.choice(inputs)
             text = base.lower() if r < 0.11 else base + " " + rng.choice(["GB", "UK", "*"])
         else:
-            text = (f"{rng.choice(MERCHANTS)} {rng.randint(1000, 99999)} {rng.choice(CITIES)} "
+            merchant = rng.choice(MERCHANTS)
+            text = (f"{merchant} {rng.randint(1000, 99999)} {rng.choice(CITIES)} "
                     f"CARD {rng.randint(1000, 9999)} REF {''.join(rng.choices(string.ascii_uppercase, k=8))}")
-            inputs.append(text)
-        label = "crypto" if 0.16 <= r < 0.19 else rng.choice(LABELS)
+            label = MERCHANT_LABEL[merchant]
+            inputs.append((text, label))
+        label = "crypto" if 0.16 <= r < 0.19 else label
         conf = 0.3 if 0.19 <= r < 0.24 else round(rng.uniform(0.75, 1.0), 3)
         out.append(orjson.dumps({
             "id": f"evt-{i:08d}", "ts": "2026-11-21T10:00:00Z", "task": "transactions", "input": text,

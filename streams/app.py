@@ -27,6 +27,7 @@ import faust
 from schemas.topics import DEAD_LETTERS, REVIEW_QUEUE, TEACHER_LOGS
 from .curate import OUTCOMES, Curator, Decision, Message
 from .gold import current_version, load_gold
+from .retry import retry_forever
 from .rows import batch_token, curation_event_row, dead_letter, example_row, review_item
 from .settings import Settings
 from .tasks import TaskConfig
@@ -190,18 +191,7 @@ class CuratePipeline:
                                 batch_token([r["id"] for r in events], "curation_events"))
 
     async def _retry(self, what: str, fn, *args) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await fn(*args)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the batch unacked and try again
-                log.error("could not %s (%s); retrying in %.1fs, the batch stays unacknowledged",
-                          what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await retry_forever(what, fn, *args, log=log)
 
     def status_line(self) -> str:
         rate = self.events / max(time.monotonic() - self.started, 1e-9)

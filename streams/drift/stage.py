@@ -23,6 +23,7 @@ import orjson
 from schemas.events import SchemaError, parse_ts, validate
 from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
 from ..curate import Decision, Message, label_of
+from ..retry import retry_forever
 from ..rows import dead_letter
 from ..tasks import TaskConfig
 from . import store as dstore
@@ -254,17 +255,7 @@ class DriftStage:
 
 
 async def _retry(what: str, fn, *args) -> None:
-    delay = 0.5
-    while True:
-        try:
-            await fn(*args)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("could not %s (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    await retry_forever(what, fn, *args, log=log)
 
 
 def install(ctx) -> None:

@@ -84,10 +84,12 @@ def gate(store: Warehouse, task: TaskConfig, cfg: GateConfig, model_version: str
             f"{missing} gold examples have no answer (counted as wrong)",))
     st.record_verdict(store, verdict)
     if registered:
+        row = st.get_model(store, task.name, model_version) or {}
+        evals = orjson.loads(row.get("eval_results") or "{}")
+        evals["verdict"] = verdict.to_dict()
         st.set_model_status(store, task.name, model_version, "approved" if verdict.approved else "rejected",
                             gold_version=gold_version, overall_score=verdict.overall,
-                            baseline_score=verdict.baseline_overall,
-                            eval_results=st.dumps({"verdict": verdict.to_dict()}))
+                            baseline_score=verdict.baseline_overall, eval_results=st.dumps(evals))
     return verdict
 
 

@@ -1,12 +1,13 @@
 """Exact and near-duplicate memory of one task: a bounded, compact MinHash LSH index.
 
 Layout (per entry: an example that was kept, or a gold example):
-- its MinHash signature (``NUM_PERM`` uint32), its id and an id hash, in chunks of
-  ``CHUNK`` entries;
+- the low 16 bits of each of its ``NUM_PERM`` MinHash values (b-bit MinHash: two different
+  values agree by chance with probability 2^-16, a negligible bias for verifying candidates),
+  its id and an id hash, in chunks of ``CHUNK`` entries;
 - ``bands + 1`` 64-bit keys (one per LSH band, plus the exact-input hash) pointing at the
   entry. Recent keys sit in a dict; every ``delta_limit`` keys they are merged into one sorted
   NumPy array searched with ``searchsorted``. That keeps the index at about
-  ``bands*12 + NUM_PERM*4 + id`` bytes per entry, instead of the ~100 bytes per key that a
+  ``(bands + 1) * 16 + NUM_PERM * 2 + id`` bytes per entry, instead of the ~100 bytes per key that a
   dict of Python ints costs (bench/curate_bench.py measures it).
 
 Bound: at most ``capacity`` entries. At the bound the oldest chunk of ``CHUNK`` entries is
@@ -46,7 +47,7 @@ class DedupeIndex:
         self.n_total = 0          # entries ever added (next entry number)
         self.first_live = 0       # entries below this number were evicted
         self.evicted = 0
-        self._sigs: dict[int, np.ndarray] = {}   # chunk number -> (CHUNK, NUM_PERM) uint32
+        self._sigs: dict[int, np.ndarray] = {}   # chunk number -> (CHUNK, NUM_PERM) uint16
         self._idh: dict[int, np.ndarray] = {}    # chunk number -> (CHUNK,) uint64 id hashes
         self._ids: dict[int, list[str]] = {}
         self._keys = np.empty(0, dtype=np.uint64)   # sorted
@@ -99,7 +100,7 @@ class DedupeIndex:
             return None
         order = sorted(set(cands))
         mat = np.stack([self._sig_of(e) for e in order])
-        sims = estimated_jaccard(sig, mat)
+        sims = estimated_jaccard(sig.astype(np.uint16), mat)
         if idh is not None:
             for e, s in zip(order, sims):
                 if self._idh_of(e) == idh:
@@ -138,10 +139,10 @@ class DedupeIndex:
         e = self.n_total
         c, i = divmod(e, CHUNK)
         if i == 0:
-            self._sigs[c] = np.zeros((CHUNK, NUM_PERM), dtype=np.uint32)
+            self._sigs[c] = np.zeros((CHUNK, NUM_PERM), dtype=np.uint16)
             self._idh[c] = np.zeros(CHUNK, dtype=np.uint64)
             self._ids[c] = []
-        self._sigs[c][i] = sig
+        self._sigs[c][i] = sig  # keeps the low 16 bits
         self._idh[c][i] = idh
         self._ids[c].append(entry_id)
         self.n_total += 1

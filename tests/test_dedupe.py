@@ -73,5 +73,5 @@ def test_memory_is_compact():
     idx.add_many(ids, np.array([id_hash(i) for i in ids], dtype=np.uint64), sigs, idx.keys_for(sigs, ex))
     idx.compact()
     per_entry = idx.memory_bytes() / len(texts)
-    # signature 256 B + 7 keys x 16 B + id hash and id: well under a dict-of-ints index
+    # 16-bit signature 128 B + 11 keys x 16 B + id hash and id: far below a dict-of-ints index
     assert per_entry < 450, per_entry

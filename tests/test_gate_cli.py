@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from streams.gold import import_gold
 from streams.tasks import load_tasks
-from training.__main__ import main
+from streams.cli import main
 from training.synthetic import gold_lines
 from training.testing import add_sections, owned_store, read_topic
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from streams.gold import import_gold
 from streams.tasks import load_tasks
 from training import store as st
-from training.__main__ import main
+from streams.cli import main
 from training.synthetic import examples, gold_lines
 from training.testing import add_sections, insert_examples, owned_store, publish_requests, read_topic, request
 from training.worker import WorkerOptions, run_worker
@@ -105,9 +105,10 @@ def _worker(settings, tmp_path, name):
            "FLYWHEEL_TRAIN_HEARTBEAT_SECONDS": "0.5", "FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS": "6000",
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     log = open(tmp_path / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "training", "--data-dir", str(settings.data_dir),
-                             "--tasks", str(settings.tasks_dir), "train-worker", "--max-requests", "1",
-                             "--lease", "3"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-c", "from streams.cli import main; main()",
+                             "--data-dir", str(settings.data_dir), "--tasks", str(settings.tasks_dir),
+                             "train-worker", "--max-requests", "1", "--lease", "3"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_killed_worker_request_is_retried_and_completes(settings, world, tmp_path):

@@ -91,14 +91,24 @@ class DedupeIndex:
                     if self._idh_of(e) == idh:
                         return Match("self", self._id_of(e), 1.0)
             return Match("exact", self._id_of(min(exact)), 1.0)
+        # the hot path: most inputs are new and no band key of theirs was seen before
         cands: list[int] = []
+        delta_get = self._delta.get
         for j in range(m):
-            found = self._entries_for(keys_row[j], j, lo, cnt)
-            if found:
-                cands.extend(found)
+            if cnt is not None and cnt[j]:
+                cands.extend(self._vals[lo[j]:lo[j] + cnt[j]].tolist())
+            d = delta_get(keys_row[j])
+            if d is not None:
+                if d.__class__ is list:
+                    cands.extend(d)
+                else:
+                    cands.append(d)
         if not cands:
             return None
-        order = sorted(set(cands))
+        first = self.first_live
+        order = sorted({e for e in cands if e >= first})
+        if not order:
+            return None
         mat = np.stack([self._sig_of(e) for e in order])
         sims = estimated_jaccard(sig.astype(np.uint16), mat)
         if idh is not None:

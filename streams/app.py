@@ -49,9 +49,10 @@ class WorkerContext:
 
 
 def tune_fetch_wait(ms: int) -> None:
-    """Faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; with Faust's idle internal
-    topic co-subscribed, fetches for a busy topic queue behind that wait (PERF-NOTES.md).
-    Lower it on every worker consumer Faust creates."""
+    """Faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; PERF-NOTES.md measured that,
+    with Faust's idle internal topic co-subscribed, fetches for a busy topic queue behind that
+    wait. Lower it on every worker consumer Faust creates. (bench/curate_bench.py compares it
+    with the stock value; on the embedded Tansu build the two were within noise.)"""
     from faust.transport.drivers import aiokafka as drv
 
     original = getattr(drv.AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
@@ -73,7 +74,7 @@ def load_state(curator: Curator, store: Warehouse, capacity: int) -> dict[str, i
     for name in curator.tasks:
         rows = store.rows(
             "SELECT id, input FROM (SELECT id, input, curated_at, source_partition, source_offset "
-            f"FROM examples FINAL WHERE task = '{_esc(name)}' "
+            f"FROM examples FINAL WHERE task = {sql_str(name)} "
             f"ORDER BY curated_at DESC, source_partition DESC, source_offset DESC LIMIT {int(capacity)}) "
             "ORDER BY curated_at, source_partition, source_offset")
         curator.load_pool(name, [r["id"] for r in rows], [r["input"] for r in rows])
@@ -89,10 +90,6 @@ def refresh_gold(curator: Curator, store: Warehouse, task: str, loaded: int) -> 
         _, rows = load_gold(store, task, version)
         curator.load_gold(task, [r["id"] for r in rows], [r["input"] for r in rows])
     return version
-
-
-def _esc(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("'", "\\'")
 
 
 class CuratePipeline:
@@ -140,13 +137,21 @@ class CuratePipeline:
             m = ev.message
             messages.append(Message(m.value, m.partition, m.offset, m.topic, m.timestamp))
         decisions = self.decide(messages)
-        if self._inflight is not None:
-            await self._inflight
+        await self.drain()
         self._inflight = asyncio.ensure_future(self._finish(decisions, stream, events))
 
     async def drain(self) -> None:
+        """Wait for the batch being written. Its failure stays here: its events are not acked,
+        so their offsets are never committed and a restart replays them."""
         if self._inflight is not None:
-            await self._inflight
+            try:
+                await self._inflight
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("writing a curated batch failed; it will be replayed after a restart")
+            finally:
+                self._inflight = None
 
     async def _finish(self, decisions: list[Decision], stream, events) -> None:
         now = datetime.now(timezone.utc)
@@ -182,7 +187,9 @@ class CuratePipeline:
     async def _write(self, decisions: list[Decision], now: datetime) -> None:
         curated_at = now
         events = [curation_event_row(d, curated_at) for d in decisions]
-        kept = [example_row(d, curated_at) for d in decisions if d.outcome == "kept" and not d.replay]
+        # replayed kept events are written again too: the index may know an id whose first
+        # write never landed (a batch that failed half way); ReplacingMergeTree collapses them
+        kept = [example_row(d, curated_at) for d in decisions if d.outcome == "kept"]
         store = self.ctx.store
         if kept:
             await asyncio.to_thread(store.insert, "examples", kept,
@@ -243,7 +250,7 @@ def build_app(settings: Settings, tasks: dict[str, TaskConfig], store: Warehouse
         for name in tasks:
             try:
                 gold_loaded[name] = refresh_gold(curator, store, name, gold_loaded.get(name, -1))
-            except WarehouseError as exc:
+            except Exception as exc:  # a timer must not die: try again in 10 s
                 log.warning("could not refresh the gold set of %s: %s", name, exc)
 
     @app.timer(interval=30.0)

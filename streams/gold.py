@@ -17,7 +17,7 @@ import orjson
 from .curate import check_output, label_of
 from .similarity import exact_hash, normalise
 from .tasks import TaskConfig
-from .warehouse import Warehouse
+from .warehouse import Warehouse, sql_str
 
 
 class GoldError(ValueError):
@@ -88,7 +88,7 @@ def parse_gold_lines(lines, task: TaskConfig, source: str = "<input>") -> list[G
 
 
 def current_version(store: Warehouse, task: str) -> int:
-    v = store.scalar(f"SELECT max(version) AS v FROM gold_sets FINAL WHERE task = {_q(task)}")
+    v = store.scalar(f"SELECT max(version) AS v FROM gold_sets FINAL WHERE task = {sql_str(task)}")
     return int(v or 0)
 
 
@@ -99,7 +99,7 @@ def load_gold(store: Warehouse, task: str, version: int | None = None) -> tuple[
     if version == 0:
         return 0, []
     rows = store.rows(f"SELECT id, input, output, slice, teacher_output FROM gold_examples FINAL "
-                      f"WHERE task = {_q(task)} AND version = {int(version)} ORDER BY id")
+                      f"WHERE task = {sql_str(task)} AND version = {int(version)} ORDER BY id")
     return version, rows
 
 
@@ -137,7 +137,3 @@ def import_gold(store: Warehouse, task: TaskConfig, path: Path) -> GoldImport:
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
         "source": path.name, "n_examples": len(rows), "content_hash": digest}])
     return GoldImport(task.name, version, True, len(examples), len(rows))
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..warehouse import sql_str
 from .config import METRICS
 
 
@@ -42,10 +43,6 @@ def _store():
     return store
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 @click.command()
 @click.option("--task", "task_name", required=True, help="Task name, as declared in its TOML file.")
 @click.option("--metric", type=click.Choice(METRICS), default=None, help="Only this metric. [default: all]")
@@ -70,7 +67,7 @@ def drift(task_name, metric, limit, chart):
         if chart.suffix.lower() not in (".png", ".html"):
             raise click.BadParameter(f"{chart.name}: the chart is written as .png or .html; "
                                      "use e.g. --chart drift.png", param_hint="--chart")
-    cond = f"task = {_q(task_name)}" + (f" AND metric = {_q(metric)}" if metric else "")
+    cond = f"task = {sql_str(task_name)}" + (f" AND metric = {sql_str(metric)}" if metric else "")
     with _store() as store:
         windows = store.rows(
             f"SELECT toString(window_start) AS window_start, metric, detector, n, value, reference, statistic, "
@@ -80,7 +77,7 @@ def drift(task_name, metric, limit, chart):
             f"FROM drift_alerts FINAL WHERE {cond} ORDER BY detected_at DESC LIMIT {limit}")
         requests = store.rows(
             f"SELECT toString(requested_at) AS requested_at, request_id, reason_kind, watermark, gold_version "
-            f"FROM retrain_requests FINAL WHERE task = {_q(task_name)} ORDER BY requested_at DESC LIMIT 5")
+            f"FROM retrain_requests FINAL WHERE task = {sql_str(task_name)} ORDER BY requested_at DESC LIMIT 5")
         series = None
         if chart is not None:
             series = store.rows(f"SELECT toString(window_start) AS t, value, reference, verdict FROM drift_windows "

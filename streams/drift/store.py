@@ -13,13 +13,10 @@ import orjson
 
 from ..gold import current_version
 from ..warehouse import Warehouse
+from ..warehouse import sql_str as q
 from .config import TriggerConfig
 from .state import ch_time, tokens
 from .trigger import LastRequest, PendingAlert, Reason, build_request, decide
-
-
-def q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def parse_ch_time(value: str) -> datetime:

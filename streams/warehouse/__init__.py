@@ -71,6 +71,11 @@ class Warehouse(ABC):
         self.close()
 
 
+def sql_str(value: str) -> str:
+    """A ClickHouse string literal, quotes and backslashes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _default(value: Any) -> Any:
     # numpy scalars and the like
     if hasattr(value, "item"):

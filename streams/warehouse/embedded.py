@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from . import INSERT_SETTINGS, Warehouse, WarehouseError
+from . import INSERT_SETTINGS, Warehouse, WarehouseError, sql_str
 
 
 class StoreBusy(RuntimeError):
@@ -46,7 +46,7 @@ class EmbeddedWarehouse(Warehouse):
         settings = dict(INSERT_SETTINGS)
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        clause = ", ".join(f"{k}='{_quote(v)}'" for k, v in settings.items())
+        clause = ", ".join(f"{k}={sql_str(v)}" for k, v in settings.items())
         self.query(f"INSERT INTO {table} SETTINGS {clause} FORMAT {fmt}\n" + data.decode("utf-8"), "TSV")
 
     def close(self) -> None:
@@ -61,7 +61,3 @@ class EmbeddedWarehouse(Warehouse):
                     fcntl.flock(self._lock_file, fcntl.LOCK_UN)
                 finally:
                     self._lock_file.close()
-
-
-def _quote(token: str) -> str:
-    return token.replace("\\", "\\\\").replace("'", "\\'")

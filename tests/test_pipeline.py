@@ -1,0 +1,81 @@
+"""The curate pipeline's failure handling, on a real embedded ClickHouse store."""
+
+import asyncio
+
+import pytest
+
+from schemas.events import teacher_log_message
+from streams.app import CuratePipeline, WorkerContext
+from streams.curate import Curator, Message
+from streams.settings import load_settings
+from streams.tasks import parse_task
+from streams.warehouse import open_warehouse
+from streams.warehouse.migrate import apply_ddl
+
+TASK = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
+
+
+def msg(i, text):
+    return Message(teacher_log_message(id=f"e{i}", task="tx", input=text, output="food", confidence=0.9,
+                                       teacher="t"), 0, i)
+
+
+class BrokenAfterDeciding(Curator):
+    """Decides the batch (mutating the dedupe memory), then fails: a bug after the fact."""
+
+    def curate(self, messages):
+        decisions = super().curate(messages)
+        if len(messages) > 1:
+            raise RuntimeError("boom")
+        return decisions
+
+
+@pytest.fixture
+def store(tmp_path):
+    w = open_warehouse(load_settings({}, data_dir=tmp_path))
+    apply_ddl(w)
+    yield w
+    w.close()
+
+
+def test_a_batch_that_fails_half_way_loses_no_kept_example(store):
+    ctx = WorkerContext(load_settings({}), {"tx": TASK}, store, app=None)
+    pipeline = CuratePipeline(ctx, BrokenAfterDeciding({"tx": TASK}), None, None)
+    seen = []
+    ctx.curate_hooks.append(seen.extend)
+    asyncio.run(pipeline.process([msg(1, "corner shop groceries"), msg(2, "bakery on main street")]))
+    # retried message by message: the memory already holds both ids, so both come back as
+    # replays of a kept event, and both must still be written
+    assert [(d.outcome, d.replay) for d in seen] == [("kept", True), ("kept", True)]
+    assert store.rows("SELECT id FROM examples FINAL ORDER BY id") == [{"id": "e1"}, {"id": "e2"}]
+    assert store.scalar("SELECT count() FROM curation_events FINAL") == 2
+
+
+def test_a_message_the_curator_cannot_handle_becomes_invalid_not_lost(store):
+    class Explodes(Curator):
+        def curate(self, messages):
+            if any(m.offset == 2 for m in messages):
+                raise RuntimeError("bug on this one")
+            return super().curate(messages)
+
+    sent = []
+
+    class Topic:
+        async def send(self, key, value, force):
+            sent.append(value)
+
+    class Producer:
+        async def flush(self):
+            pass
+
+    class App:
+        producer = Producer()
+
+    ctx = WorkerContext(load_settings({}), {"tx": TASK}, store, app=App())
+    pipeline = CuratePipeline(ctx, Explodes({"tx": TASK}), Topic(), Topic())
+    asyncio.run(pipeline.process([msg(1, "corner shop groceries"), msg(2, "bakery on main street")]))
+    rows = {r["id"]: r for r in store.rows("SELECT id, outcome, reason FROM curation_events FINAL")}
+    assert rows["e1"]["outcome"] == "kept"
+    bad = [r for r in rows.values() if r["outcome"] == "invalid"]
+    assert len(bad) == 1 and "internal error" in bad[0]["reason"]
+    assert len(sent) == 1 and b"bug on this one" in sent[0]  # its original bytes are in dead.letters

@@ -31,7 +31,7 @@ from .retry import retry_forever
 from .rows import batch_token, curation_event_row, dead_letter, example_row, review_item
 from .settings import Settings
 from .tasks import TaskConfig
-from .warehouse import Warehouse, WarehouseError
+from .warehouse import Warehouse, sql_str
 
 log = logging.getLogger("flywheel.worker")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 
 from .broker import EmbeddedBroker, ensure_topics
 from .settings import Settings

@@ -222,3 +222,121 @@ def test_bad_config_names_file_key_and_fix():
     d = drift_config(cfg({"input_length": {"detector": "kswin", "alpha": 1e-6}}))
     assert d.metrics["input_length"].detector == "kswin" and d.metrics["input_length"].alpha == 1e-6
     assert pickle.loads(pickle.dumps(Monitor(d.metrics["input_length"]))).cfg.detector == "kswin"
+
+
+# -- hysteresis: one change in the world, one alert ------------------------------------------------
+def steps(rng, *segments):
+    """Bernoulli values over (rate, events) segments; a (rate0, rate1, events) segment is a ramp."""
+    ps = [np.linspace(s[0], s[1], s[2]) if len(s) == 3 else np.full(s[1], s[0]) for s in segments]
+    return (rng.random(sum(len(p) for p in ps)) < np.concatenate(ps)).astype(float).tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gradual_ramp_alerts_once(seed):
+    """1% -> 5% over 20k events: one alert mid-ramp; the rest of the ramp stays within
+    rearm_effect of the in-drift level (it used to re-alert after the cooldown)."""
+    rng = np.random.default_rng(100 + seed)
+    xs = steps(rng, (0.01, CHANGE), (0.01, 0.05, 20_000), (0.05, 40_000))
+    mon = Monitor(_DEFAULTS["off_schema_rate"])
+    hits = alerts_of(mon, xs)
+    assert len(hits) == 1 and CHANGE < hits[0] < CHANGE + 20_000, hits
+    assert mon.drift_sign == 1 and 0.005 < mon.drift_from < 0.015
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_further_step_realerts_once_settled(seed):
+    """1% -> 5%, then 60k events later 5% -> 12%: two alerts, the second measured over
+    rearm_events after its detection, from the in-drift level to the new one."""
+    rng = np.random.default_rng(200 + seed)
+    cfg = _DEFAULTS["off_schema_rate"]
+    xs = steps(rng, (0.01, CHANGE), (0.05, 60_000), (0.12, 20_000))
+    mon = Monitor(cfg)
+    changes = []
+    for s in range(0, len(xs), 5000):
+        changes += [(s + i, ch) for i, ch in mon.update_many(xs[s:s + 5000])]
+    alerts = [(i, ch) for i, ch in changes if ch.alert]
+    assert [i for i, _ in alerts][0] < CHANGE + 2000
+    assert len(alerts) == 2, [(i, ch.before, ch.after, ch.suppressed) for i, ch in changes]
+    i, second = alerts[1]
+    step = CHANGE + 60_000
+    assert step + cfg.rearm_events <= i < step + cfg.rearm_events + 2000
+    assert 0.04 < second.before < 0.06 and 0.10 < second.after < 0.14 and second.window == cfg.rearm_events
+    assert second.detail["pre_alert_reference"] < 0.015 and second.detail["detected_at"] < second.at
+    assert any(ch.suppressed == "rearm_pending" for _, ch in changes)
+    # a rearm_effect larger than the step: held back, one alert
+    big = replace(cfg, rearm_effect=0.1)
+    assert len(alerts_of(Monitor(big), xs)) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rise_return_rise_alerts_twice(seed):
+    """Back at the pre-alert reference ends the drift: the next rise is a new change."""
+    rng = np.random.default_rng(300 + seed)
+    xs = steps(rng, (0.01, CHANGE), (0.05, 25_000), (0.01, 40_000), (0.05, 20_000))
+    mon = Monitor(_DEFAULTS["off_schema_rate"])
+    hits = alerts_of(mon, xs)
+    assert len(hits) == 2, hits
+    assert CHANGE <= hits[0] < CHANGE + 2000 and CHANGE + 65_000 <= hits[1] < CHANGE + 67_000, hits
+
+
+def test_hysteresis_off_and_both_directions():
+    rng = np.random.default_rng(9)
+    xs = steps(rng, (0.01, CHANGE), (0.01, 0.05, 20_000), (0.05, 40_000))
+    off = replace(_DEFAULTS["off_schema_rate"], rearm_effect=0.0, cooldown_events=0)
+    assert len(alerts_of(Monitor(off), xs)) >= 2  # the pre-hysteresis behaviour: the ramp alerts again
+    # direction "both": a return is itself a change (it alerts), and starts a new episode
+    ys = rng.normal(0.9, 0.05, CHANGE).tolist() + rng.normal(0.8, 0.05, 30_000).tolist() \
+        + rng.normal(0.9, 0.05, 30_000).tolist()
+    mon = Monitor(_DEFAULTS["confidence_mean"])
+    hits = alerts_of(mon, ys)
+    assert len(hits) == 2 and hits[1] >= CHANGE + 30_000 and mon.drift_sign == 1, hits
+
+
+def test_hysteresis_state_pickles_and_old_snapshots_load():
+    rng = np.random.default_rng(4)
+    cfg = _DEFAULTS["off_schema_rate"]
+    xs = steps(rng, (0.01, CHANGE), (0.05, 60_000), (0.12, 20_000))
+    straight = alerts_of(Monitor(cfg), xs)
+    # snapshot while a further change is being measured (rearm_pending), restore, go on
+    mon = Monitor(cfg)
+    cut = None
+    for s in range(0, len(xs), 500):
+        mon.update_many(xs[s:s + 500])
+        if mon.pending is not None:
+            cut = s + 500
+            break
+    assert cut is not None and mon.due > mon.n
+    again = pickle.loads(pickle.dumps(mon))
+    assert (again.drift_sign, again.drift_from, again.due) == (mon.drift_sign, mon.drift_from, mon.due)
+    got = [h + cut for h in alerts_of(again, xs[cut:])]
+    assert got == straight[1:] and len(straight) == 2
+    # a monitor pickled before hysteresis existed (no such attributes): loads, not in drift
+    old = Monitor(cfg)
+    alerts_of(old, xs[:CHANGE + 5000])
+    for key in ("drift_sign", "drift_from", "drift_level", "pending", "due"):
+        del old.__dict__[key]
+    old_cfg = cfg.__dict__.copy()
+    del old_cfg["rearm_effect"], old_cfg["rearm_events"]
+    old.cfg = replace(cfg)
+    old.cfg.__dict__.clear()
+    old.cfg.__dict__.update(old_cfg)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.drift_sign == 0 and loaded.pending is None and loaded.due == -1
+    assert loaded.cfg == cfg and loaded.cfg.rearm == 2 * cfg.min_effect  # TaskDrift keeps the monitor
+    alerts_of(loaded, xs[CHANGE + 5000:])
+
+
+def test_rearm_config_is_validated():
+    def drift(d):
+        return drift_config(parse_task({"name": "tx", "labels": ["a"], "drift": d}, "tasks/tx.toml"))
+
+    d = drift({"off_schema_rate": {"rearm_effect": 0.05, "rearm_events": 500}})
+    c = d.metrics["off_schema_rate"]
+    assert c.rearm == 0.05 and c.rearm_events == 500 and d.metrics["oov_rate"].rearm == 0.02
+    assert drift({"agreement_rate": {"min_effect": 0.02}}).metrics["agreement_rate"].rearm == 0.04
+    with pytest.raises(TaskConfigError, match=r"tasks/tx.toml: key 'drift.off_schema_rate.rearm_effect'.*from 0"):
+        drift({"off_schema_rate": {"rearm_effect": -0.01}})
+    with pytest.raises(TaskConfigError, match=r"drift.oov_rate.rearm_events.*integer"):
+        drift({"oov_rate": {"rearm_events": "2k"}})
+    with pytest.raises(TaskConfigError, match=r"drift.label_mix.rearm_effect.*clear_windows"):
+        drift({"label_mix": {"rearm_effect": 0.1}})

@@ -11,6 +11,10 @@
     direction = "up"                 # up | down | both: which moves raise an alert
     min_effect = 0.01                # |after - before| below this never alerts
     cooldown_events = 20000          # events of this metric after an alert with no new alert
+    rearm_effect = 0.02              # hysteresis: while in drift, a further same-direction move
+                                     # re-alerts only if this far beyond the in-drift level
+                                     # (default 2 x min_effect; 0 = off, the cooldown only)
+    rearm_events = 2000              # events a further move is measured over before re-alerting
 
     [trigger]
     metrics = ["off_schema_rate", "label_mix", "oov_rate", "agreement_rate"]
@@ -39,6 +43,7 @@ ALLOWED = {m: ("adwin", "page_hinkley") for m in RATE_METRICS}
 ALLOWED.update(confidence_mean=("page_hinkley", "adwin", "kswin"), input_length=("page_hinkley", "kswin"),
                label_mix=("chi2_jsd",))
 DIRECTIONS = ("up", "down", "both")
+REARM_FACTOR = 2.0  # default rearm_effect = 2 x min_effect: a 1%->5% ramp over 20k events alerts once
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class DetectorConfig:
     min_effect: float = 0.0
     cooldown_events: int = 20_000
     warmup: int = 500             # events before any alert (page_hinkley: calibration)
+    # hysteresis (not chi2_jsd, which has clear_windows): None = REARM_FACTOR x min_effect
+    rearm_effect: float | None = None
+    rearm_events: int = 2000      # events a further move's level is measured over
     # adwin
     delta: float = 1e-4
     clock: int = 32
@@ -71,6 +79,11 @@ class DetectorConfig:
     clear_windows: int = 3
     smoothing: float = 0.5
     min_reference: int = 200
+
+    @property
+    def rearm(self) -> float:
+        """The further move, in the metric's units, beyond the in-drift level that re-alerts."""
+        return self.min_effect * REARM_FACTOR if self.rearm_effect is None else self.rearm_effect
 
 
 _DEFAULTS = {
@@ -92,6 +105,7 @@ _KEYS: dict[str, tuple[type, float, float]] = {
     "alpha": (float, 1e-300, 0.5), "window_size": (int, 20, 100_000), "stat_size": (int, 5, 50_000),
     "sample_every": (int, 1, 10**6), "window": (int, 50, 10**7), "min_jsd": (float, 0.0, 1.0),
     "clear_windows": (int, 1, 10**6), "smoothing": (float, 0.0, 1e6), "min_reference": (int, 1, 10**9),
+    "rearm_effect": (float, 0.0, 1e12), "rearm_events": (int, 1, 10**9),
 }
 
 
@@ -182,6 +196,12 @@ def _metric(task: TaskConfig, metric: str, raw: Any) -> DetectorConfig:
     cfg = replace(cfg, **changes)
     if cfg.detector == "adwin" and not 0 < cfg.delta < 1:
         raise TaskConfigError(file, f"{base}.delta", f"ADWIN's delta is a confidence in (0, 1), got {cfg.delta}")
+    if cfg.detector == "chi2_jsd":
+        for key in ("rearm_effect", "rearm_events"):
+            if key in raw:
+                raise TaskConfigError(file, f"{base}.{key}", "label_mix has its own hysteresis: a window "
+                                                             "re-arms after clear_windows quiet windows; set "
+                                                             "clear_windows instead")
     if cfg.detector == "kswin" and cfg.stat_size >= cfg.window_size:
         raise TaskConfigError(file, f"{base}.stat_size", f"must be smaller than window_size ({cfg.window_size})")
     return cfg

@@ -3,8 +3,10 @@
 A detector takes one value at a time and returns a ``Change`` when it decides the stream's
 distribution moved: the value before and after, its own statistic and the window it judged.
 ``Monitor`` wraps a detector with the policy that turns changes into alerts: a warm-up, the
-direction that matters, a minimum effect, and a cooldown in events so that one change in the
-world produces one alert.
+direction that matters, a minimum effect, a cooldown in events, and hysteresis (after an alert,
+a further move re-alerts only when it settles ``rearm_effect`` beyond the in-drift level, or
+after a return towards the pre-alert reference) so that one change in the world produces one
+alert.
 
 | detector       | used for                         | per event                                    |
 | -------------- | -------------------------------- | -------------------------------------------- |
@@ -285,10 +287,33 @@ class Monitor:
     """One metric of one task: a detector plus the gate that makes alerts out of changes.
 
     The gate, in order: no alert during ``warmup`` events; a change in the direction that
-    does not matter is ignored; a change smaller than ``min_effect`` is ignored; and no new
-    alert within ``cooldown_events`` events of the last one. Suppressed changes are kept for
-    the window's verdict. ``before`` of a change is also kept as the reference shown in
-    drift_windows."""
+    does not matter is ignored; a change smaller than ``min_effect`` is ignored; no new alert
+    within ``cooldown_events`` events of the last one; and hysteresis (below). Suppressed
+    changes are kept for the window's verdict. ``before`` of a change is also kept as the
+    reference shown in drift_windows.
+
+    Hysteresis (not chi2_jsd, whose detector has its own): after an alert the monitor is in
+    drift, in the alert's direction, at the in-drift level: the mean of the values since the
+    alert (the alert's ``after`` until ``RECENT`` values have been seen). A further change in
+    the same direction is suppressed ("hysteresis") unless the metric settles at least
+    ``rearm_effect`` beyond that level: the detector fires early, on a short and selected
+    stretch of values, so its ``after`` says little about where the metric is going; the
+    level over the ``rearm_events`` values after the detection does. That level is measured
+    (the change is held back as "rearm_pending" meanwhile) and, if far enough, alerts at the
+    last of those values. A ramp alerts once (mid-ramp); the rest of the ramp stays within
+    ``rearm_effect`` of the in-drift level; a second step of the world alerts again. A change
+    in the other direction that brings the metric back nearer the pre-alert reference than
+    the in-drift level (past the midpoint) ends the drift: the next rise is a new change.
+    ``rearm_effect = 0`` turns hysteresis off (the cooldown only)."""
+
+    RECENT = 512  # the last values, for the "after" of a rate change
+
+    # hysteresis state; class-level defaults so that snapshots pickled before it still load
+    drift_sign = 0  # +1 / -1 while in drift after an alert up / down; 0 when not in drift
+    drift_from = 0.0  # the pre-alert reference (the alert's ``before``)
+    drift_level = 0.0  # the alert's ``after``: the in-drift level until RECENT values are seen
+    pending: tuple | None = None  # (change, due event, level, baseline n and sum at detection)
+    due = -1  # the event count at which the pending change is measured; -1 if none
 
     def __init__(self, cfg: DetectorConfig, labels: tuple[str, ...] | None = None) -> None:
         self.cfg = cfg
@@ -300,8 +325,8 @@ class Monitor:
         self.alerts = 0
         self.buf = [0.0] * self.RECENT
         self.k = 0
-
-    RECENT = 512  # the last values, for the "after" of a rate change
+        self.drift_sign, self.drift_from, self.drift_level = 0, 0.0, 0.0
+        self.pending, self.due = None, -1
 
     def update(self, x) -> Change | None:
         out = self.update_many([x])
@@ -321,7 +346,7 @@ class Monitor:
         b = self.baseline
         bn, bmean, bm2 = b.n, b.mean, b.m2
         buf, k, mask = self.buf, self.k, self.RECENT - 1
-        n = self.n
+        n, due = self.n, self.due
         for i, x in enumerate(xs):
             n += 1
             bn += 1
@@ -330,6 +355,15 @@ class Monitor:
             bm2 += d * (x - bmean)
             buf[k & mask] = x
             k += 1
+            if n == due:  # a further change's level is measured: re-alert or not
+                self.n, self.k = n, k
+                b.n, b.mean, b.m2 = bn, bmean, bm2
+                ch = self._settle()
+                if ch is not None:
+                    out.append((i, ch))
+                b = self.baseline
+                bn, bmean, bm2 = b.n, b.mean, b.m2
+                due = self.due
             ch = upd(x)
             if ch is not None:
                 self.n, self.k = n, k
@@ -339,6 +373,7 @@ class Monitor:
                 out.append((i, self.gate(ch)))
                 b = self.baseline
                 bn, bmean, bm2 = b.n, b.mean, b.m2
+                due = self.due
         self.n, self.k = n, k
         b.n, b.mean, b.m2 = bn, bmean, bm2
         return out
@@ -361,10 +396,25 @@ class Monitor:
                 break
         return best
 
+    def in_drift_level(self) -> float:
+        """The level the monitor is in drift at: the mean since the last alert, once there are
+        RECENT values of it; the alert's ``after`` before that."""
+        b = self.baseline
+        return b.mean if b.n >= self.RECENT else self.drift_level
+
     def gate(self, ch: Change) -> Change:
         cfg = self.cfg
         ch.at = self.n
         move = ch.after - ch.before
+        hyst = cfg.detector != "chi2_jsd" and self.drift_sign != 0
+        sign = (move > 0) - (move < 0)
+        if hyst and sign == -self.drift_sign:
+            # back past the midpoint between the pre-alert reference and the in-drift level: out of drift
+            level = self.in_drift_level()
+            if (ch.after - self.drift_from) * self.drift_sign <= (level - self.drift_from) * self.drift_sign / 2:
+                self.drift_sign, self.pending, self.due = 0, None, -1
+            elif self.pending is not None:
+                self.pending, self.due = None, -1  # the further change it waited on went back
         if self.n < cfg.warmup:
             ch.suppressed = "warmup"
         elif cfg.direction == "up" and move <= 0 and cfg.detector != "chi2_jsd":
@@ -375,11 +425,55 @@ class Monitor:
             ch.suppressed = "min_effect"
         elif self.last_alert_n is not None and self.n - self.last_alert_n < cfg.cooldown_events:
             ch.suppressed = "cooldown"
+        elif hyst and sign == self.drift_sign and cfg.rearm > 0:
+            level = self.in_drift_level()
+            if self.pending is not None:
+                ch.suppressed = "rearm_pending"  # the change before this one is being measured
+            elif (ch.after - level) * sign < cfg.rearm:
+                ch.suppressed = "hysteresis"  # even the detector's (early, high) estimate is not far enough
+            else:
+                ch.suppressed = "rearm_pending"
+                b = self.baseline
+                self.due = self.n + max(1, cfg.rearm_events)
+                self.pending = (ch, self.due, level, b.n, b.n * b.mean)
         else:
-            ch.alert = True
-            self.last_alert_n = self.n
-            self.alerts += 1
-            self.baseline = Welford()
+            self._alert(ch)
+        return ch
+
+    def _alert(self, ch: Change) -> None:
+        ch.alert = True
+        ch.suppressed = ""
+        self.last_alert_n = self.n
+        self.alerts += 1
+        self.baseline = Welford()
+        self.pending, self.due = None, -1
+        if self.cfg.detector != "chi2_jsd":
+            move = ch.after - ch.before
+            sign = (move > 0) - (move < 0)
+            if sign != self.drift_sign:
+                self.drift_from = ch.before  # a new episode; a re-alert keeps the episode's reference
+            self.drift_sign, self.drift_level = sign, ch.after
+
+    def _settle(self) -> Change | None:
+        """At the end of a pending change's ``rearm_events``: its level over them against the
+        in-drift level it was detected at. Returns the re-alert, or None (it stays suppressed)."""
+        first, _, level, n0, sum0 = self.pending
+        self.pending, self.due = None, -1
+        b = self.baseline
+        m = b.n - n0
+        if m <= 0:
+            return None
+        settled = (b.n * b.mean - sum0) / m
+        if (settled - level) * self.drift_sign < self.cfg.rearm:
+            return None
+        ch = Change(level, settled, abs(settled - level), m,
+                    {**first.detail, "detected_at": first.at, "detected_before": first.before,
+                     "detected_after": first.after, "pre_alert_reference": self.drift_from,
+                     "rearm_effect": self.cfg.rearm})
+        if "sd" in ch.detail:  # page_hinkley: the shift in its standard deviations, for severity
+            ch.detail["shift_sd"] = (settled - level) / ch.detail["sd"]
+        ch.at = self.n
+        self._alert(ch)
         return ch
 
     @property

@@ -18,7 +18,10 @@
     min_slice_examples = 20
     slice_tolerance = 0.02
     insufficient_slice = "fail"        # or "warn"
-    baseline = "teacher"               # or "incumbent"
+    baseline = "teacher"               # or "incumbent": the latest promoted, else approved version
+                                       # (no such version: the candidate is rejected, naming the fix);
+                                       # "teacher" falls back to the incumbent when no gold row has a
+                                       # teacher_output
 
 A bad value raises streams.tasks.TaskConfigError naming the file, the key and the fix.
 """

@@ -42,40 +42,70 @@ def gold_for(store: Warehouse, task: str, version: int | None) -> tuple[int, lis
 
 
 def baseline(store: Warehouse, task: TaskConfig, cfg: GateConfig, gold_version: int, gold_rows: list[dict],
-             predictor_factory: PredictorFactory | None) -> tuple[str, Scores, str]:
-    """The pinned baseline of this gold version; scored and pinned now if it has none yet."""
-    pinned = st.pinned_baseline(store, task.name, gold_version)
-    if pinned is not None:
-        return pinned
-    order = ["teacher", "incumbent"] if cfg.baseline == "teacher" else ["incumbent", "teacher"]
+             predictor_factory: PredictorFactory | None,
+             model_version: str | None = None) -> tuple[str, Scores, str] | None:
+    """The pinned baseline of this gold version; scored and pinned now if it has none yet.
+
+    ``baseline = "teacher"``: the teacher_output on the gold rows, else (no row carries one)
+    the incumbent. ``baseline = "incumbent"``: the incumbent only (the latest promoted, else
+    approved version other than ``model_version``). A baseline is pinned per gold version and
+    name ("teacher", "incumbent:<version>"): reused as long as the incumbent stays the same,
+    scored afresh once another version becomes the incumbent. None when there is no baseline.
+    """
+    order = ["teacher", "incumbent"] if cfg.baseline == "teacher" else ["incumbent"]
     for kind in order:
         if kind == "teacher":
             answers, missing = teacher_answers(gold_rows)
             if not answers:
                 continue
+            pinned = st.pinned_baseline(store, task.name, gold_version, "teacher")
+            if pinned is not None:
+                return pinned
             note = f"teacher_output missing on {missing} gold rows (counted as wrong)" if missing else ""
             scores = score_answers(gold_rows, answers, task.is_extraction)
             return st.pin_baseline(store, task.name, gold_version, "teacher", scores, note)
-        inc = st.incumbent(store, task.name)
-        if inc is None or predictor_factory is None:
+        inc = st.incumbent(store, task.name, exclude=model_version)
+        if inc is None:
+            continue
+        name = f"incumbent:{inc['version']}"
+        pinned = st.pinned_baseline(store, task.name, gold_version, name)
+        if pinned is not None:
+            return pinned
+        if predictor_factory is None:
             continue
         log.info("scoring incumbent %s on gold v%d to pin the baseline", inc["version"], gold_version)
         predict = predictor_factory(inc)
         preds = predict([r["input"] for r in gold_rows])
         scores = score_answers(gold_rows, {r["id"]: p for r, p in zip(gold_rows, preds)}, task.is_extraction)
-        return st.pin_baseline(store, task.name, gold_version, f"incumbent:{inc['version']}", scores)
-    raise GateError(f"no baseline for task {task.name!r} on gold v{gold_version}: the gold rows carry no "
-                    "teacher_output and no model is approved or promoted. Import the gold set with "
-                    "teacher_output, or gate against an incumbent")
+        return st.pin_baseline(store, task.name, gold_version, name, scores)
+    return None
+
+
+def no_baseline_reason(task: TaskConfig, cfg: GateConfig, gold_version: int) -> str:
+    if cfg.baseline == "incumbent":
+        return (f"no incumbent to gate against: task {task.name!r} has [gate] baseline = \"incumbent\" but no "
+                "promoted or approved model version. Promote or approve a version first, or set [gate] "
+                f"baseline = \"teacher\" in {task.source} (gold rows with teacher_output) to gate the first one")
+    return (f"no baseline for task {task.name!r} on gold v{gold_version}: the gold rows carry no teacher_output "
+            "and no model version is promoted or approved. Re-import the gold set with teacher_output "
+            f"(`flywheel gold import --task {task.name} FILE`), or promote/approve a version to gate against")
 
 
 def gate(store: Warehouse, task: TaskConfig, cfg: GateConfig, model_version: str, answers: dict[str, Any],
          gold_version: int, gold_rows: list[dict], predictor_factory: PredictorFactory | None = None,
          registered: bool = False) -> Verdict:
-    """Score, decide, record (eval_results, gate_verdicts, registry status). Returns the verdict."""
-    name, base_scores, note = baseline(store, task, cfg, gold_version, gold_rows, predictor_factory)
+    """Score, decide, record (eval_results, gate_verdicts, registry status). Returns the verdict.
+    Without a baseline the candidate is rejected, the reason naming the fix (nothing is pinned)."""
+    picked = baseline(store, task, cfg, gold_version, gold_rows, predictor_factory, model_version)
     cand = score_answers(gold_rows, answers, task.is_extraction)
-    verdict = decide(task.name, model_version, gold_version, cand, base_scores, name, cfg)
+    if picked is None:
+        verdict = decide(task.name, model_version, gold_version, cand, Scores(0.0, 0, {}), "none", cfg)
+        verdict = replace(verdict, approved=False,
+                          reasons=(no_baseline_reason(task, cfg, gold_version),) + verdict.reasons)
+        note = ""
+    else:
+        name, base_scores, note = picked
+        verdict = decide(task.name, model_version, gold_version, cand, base_scores, name, cfg)
     if note:
         verdict = replace(verdict, warnings=verdict.warnings + (f"baseline: {note}",))
     missing = sum(1 for r in gold_rows if r["id"] not in answers)
@@ -87,7 +117,10 @@ def gate(store: Warehouse, task: TaskConfig, cfg: GateConfig, model_version: str
         row = st.get_model(store, task.name, model_version) or {}
         evals = orjson.loads(row.get("eval_results") or "{}")
         evals["verdict"] = verdict.to_dict()
-        st.set_model_status(store, task.name, model_version, "approved" if verdict.approved else "rejected",
+        status = "approved" if verdict.approved else "rejected"
+        if row.get("status") not in (None, "candidate", "approved", "rejected"):
+            status = row["status"]   # re-gating a promoted (canary, retired...) version keeps its stage
+        st.set_model_status(store, task.name, model_version, status,
                             gold_version=gold_version, overall_score=verdict.overall,
                             baseline_score=verdict.baseline_overall, eval_results=st.dumps(evals))
     return verdict

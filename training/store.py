@@ -115,11 +115,13 @@ def list_models(store: Warehouse, task: str) -> list[dict]:
                       f"FROM model_registry FINAL WHERE task = {q(task)} ORDER BY seq, version")
 
 
-def incumbent(store: Warehouse, task: str) -> dict | None:
-    """The model that serves now: the latest promoted version, else the latest approved."""
+def incumbent(store: Warehouse, task: str, exclude: str | None = None) -> dict | None:
+    """The model that serves now: the latest promoted version, else the latest approved.
+    ``exclude`` leaves one version out (a candidate is never its own baseline)."""
+    other = f" AND version != {q(exclude)}" if exclude else ""
     for status in ("promoted", "approved"):
-        rows = store.rows(f"SELECT * FROM model_registry FINAL WHERE task = {q(task)} AND status = {q(status)} "
-                          f"ORDER BY seq DESC, created_at DESC LIMIT 1")
+        rows = store.rows(f"SELECT * FROM model_registry FINAL WHERE task = {q(task)} AND status = {q(status)}"
+                          f"{other} ORDER BY seq DESC, created_at DESC LIMIT 1")
         if rows:
             return rows[0]
     return None
@@ -127,9 +129,13 @@ def incumbent(store: Warehouse, task: str) -> dict | None:
 
 # ---------------------------------------------------------------- gate
 
-def pinned_baseline(store: Warehouse, task: str, gold_version: int) -> tuple[str, Scores, str] | None:
+def pinned_baseline(store: Warehouse, task: str, gold_version: int,
+                    name: str | None = None) -> tuple[str, Scores, str] | None:
+    """The baseline pinned first for this gold version (and this baseline name, when given:
+    "teacher" or "incumbent:<version>", so a new incumbent is scored and pinned in its turn)."""
+    which = f" AND baseline = {q(name)}" if name is not None else ""
     rows = store.rows(f"SELECT baseline, scores, note FROM gate_baselines WHERE task = {q(task)} "
-                      f"AND gold_version = {int(gold_version)} ORDER BY pinned_at LIMIT 1")
+                      f"AND gold_version = {int(gold_version)}{which} ORDER BY pinned_at LIMIT 1")
     if not rows:
         return None
     return rows[0]["baseline"], Scores.from_dict(orjson.loads(rows[0]["scores"])), rows[0]["note"]
@@ -138,13 +144,13 @@ def pinned_baseline(store: Warehouse, task: str, gold_version: int) -> tuple[str
 def pin_baseline(store: Warehouse, task: str, gold_version: int, name: str, scores: Scores,
                  note: str = "") -> tuple[str, Scores, str]:
     """Store the baseline once; whoever pinned first wins (returns the pinned one)."""
-    existing = pinned_baseline(store, task, gold_version)
+    existing = pinned_baseline(store, task, gold_version, name)
     if existing is not None:
         return existing
     store.insert("gate_baselines", [{
         "task": task, "gold_version": gold_version, "baseline": name, "overall": scores.overall,
         "n": scores.n, "scores": dumps(scores.to_dict()), "note": note, "pinned_at": now_us()}])
-    return pinned_baseline(store, task, gold_version)  # type: ignore[return-value]
+    return pinned_baseline(store, task, gold_version, name)  # type: ignore[return-value]
 
 
 def record_verdict(store: Warehouse, v: Verdict) -> None:

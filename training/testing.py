@@ -100,3 +100,39 @@ def read_topic(settings, topic: str, timeout: float = 2.0) -> list[dict]:
 def insert_examples(store, rows: list[dict]) -> None:
     for i in range(0, len(rows), 5000):
         store.insert("examples", rows[i:i + 5000])
+
+
+# ---------------------------------------------------------------- a tiny offline causal LM
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_causal_lm(root: Path, words: list[str], seed: int = 0) -> tuple[Path, Path]:
+    """A randomly initialised 2-layer Qwen2 and a word-level tokenizer (ChatML template) saved
+    under root; returns (model_dir, tokenizer_dir). Nothing is downloaded.
+
+    The tokenizer gets its own folder: next to a qwen2 config.json, AutoTokenizer would build a
+    Qwen2Tokenizer instead of this WordLevel one."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    vocab: dict[str, int] = {}
+    for w in specials + ["system", "user", "assistant"] + list(words):
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
+                                  eos_token="<|im_end|>", bos_token=None)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False, initializer_range=0.3)
+    model_dir, tok_dir = Path(root) / "tiny-qwen2", Path(root) / "tiny-tokenizer"
+    Qwen2ForCausalLM(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(tok_dir)
+    return model_dir, tok_dir

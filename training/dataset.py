@@ -15,6 +15,7 @@ import orjson
 import xxhash
 
 from streams.warehouse import Warehouse
+from streams.warehouse import sql_str as q
 
 SPLIT_SALT = "flywheel-split-v1"
 
@@ -71,10 +72,6 @@ class Dataset:
     train: list[dict]
     validation: list[dict]
     manifest: dict[str, Any]
-
-
-def q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def snapshot(store: Warehouse, task: str, watermark: str, gold_version: int,

@@ -15,7 +15,7 @@ import orjson
 
 from streams.warehouse import Warehouse
 
-from .dataset import q
+from streams.warehouse import sql_str as q
 from .gate import OVERALL, Scores, Verdict
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 from typing import Sequence
 
 from .config import TrainConfig
-from .loop import FitResult, ProgressFn, fit
+from .loop import FitResult, ProgressFn, fit, shuffled_batches
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -133,13 +132,7 @@ def train_causal(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict],
     device = next(model.parameters()).device
     enc_train = [encode_example(tok, cfg.system_prompt, r["input"], r["output"], cfg.max_length) for r in train_rows]
     enc_val = [encode_example(tok, cfg.system_prompt, r["input"], r["output"], cfg.max_length) for r in val_rows]
-    rng = random.Random(cfg.seed)
-
-    def make_batches(epoch: int):
-        order = list(range(len(enc_train)))
-        if epoch:
-            rng.shuffle(order)
-        return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    make_batches = shuffled_batches(len(enc_train), cfg.batch_size, cfg.seed)
 
     def step_loss(idx):
         b = {k: v.to(device) for k, v in collate([enc_train[i] for i in idx], pad_id).items()}

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 from typing import Sequence
 
 from .config import TrainConfig
-from .loop import FitResult, ProgressFn, fit
+from .loop import FitResult, ProgressFn, fit, shuffled_batches
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -60,13 +59,7 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
         raise ValueError(f"[train] target_modules {list(cfg.target_modules)} do not match the base model "
                          f"({exc}); for BERT-like encoders use ['query', 'value']") from None
 
-    rng = random.Random(cfg.seed)
-
-    def make_batches(epoch: int):
-        order = list(range(len(train_rows)))
-        if epoch:
-            rng.shuffle(order)
-        return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
 
     def step_loss(idx):
         enc = _encode(tok, [train_rows[i]["input"] for i in idx], cfg.max_length)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,20 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     examples_per_second: float = 0.0
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:
+    """make_batches for fit(): index batches over n examples, in order for epoch 0 (so the
+    step count is known up front), then reshuffled each epoch from one seeded generator."""
+    rng = random.Random(seed)
+
+    def make_batches(epoch: int) -> list[list[int]]:
+        order = list(range(n))
+        if epoch:
+            rng.shuffle(order)
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    return make_batches
 
 
 def better(metric: float, best: float | None, mode: str) -> bool:

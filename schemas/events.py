@@ -40,6 +40,25 @@ def validate(file_name: str, obj: Any) -> None:
         raise SchemaError(exc.message) from None
 
 
+class InvalidMessage(ValueError):
+    """Bytes that are not a valid message of their topic; the message says why."""
+
+
+def load_message(raw: bytes | None, file_name: str) -> dict[str, Any]:
+    """Bytes to a JSON object valid against the topic's schema, or InvalidMessage."""
+    if raw is None:
+        raise InvalidMessage("empty message (null value)")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    try:
+        validate(file_name, obj)
+    except SchemaError as exc:
+        raise InvalidMessage(f"schema: {exc}") from None
+    return obj
+
+
 def parse_ts(value: str) -> datetime:
     """RFC 3339 to an aware UTC datetime; SchemaError if it is not one."""
     try:
@@ -64,8 +83,9 @@ class TeacherLog:
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def from_obj(cls, obj: Any) -> "TeacherLog":
-        validate("teacher.logs.schema.json", obj)
+    def from_obj(cls, obj: Any, validated: bool = False) -> "TeacherLog":
+        if not validated:
+            validate("teacher.logs.schema.json", obj)
         return cls(
             id=obj["id"], ts=parse_ts(obj["ts"]), task=obj["task"], input=obj["input"],
             output=obj["output"], confidence=float(obj["confidence"]), teacher=obj["teacher"],

@@ -24,7 +24,7 @@ import fastjsonschema
 import numpy as np
 import orjson
 
-from schemas.events import SchemaError, TeacherLog
+from schemas.events import InvalidMessage, SchemaError, TeacherLog, load_message
 from .dedupe import DedupeIndex
 from .similarity import exact_hash, id_hash, normalise, signatures
 from .tasks import TaskConfig
@@ -56,20 +56,14 @@ class Decision:
     replay: bool = False  # kept earlier already (same id seen again)
 
 
-class Invalid(Exception):
-    pass
+Invalid = InvalidMessage
 
 
 def decode(raw: bytes | None, tasks: Mapping[str, TaskConfig]) -> TeacherLog:
     """Bytes to a validated TeacherLog of a known task, or Invalid naming the problem."""
-    if raw is None:
-        raise Invalid("empty message (null value)")
+    obj = load_message(raw, "teacher.logs.schema.json")
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"not JSON: {exc}") from None
-    try:
-        log = TeacherLog.from_obj(obj)
+        log = TeacherLog.from_obj(obj, validated=True)
     except SchemaError as exc:
         raise Invalid(f"schema: {exc}") from None
     if log.task not in tasks:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import orjson
 
-from schemas.events import SchemaError, parse_ts, validate
+from schemas.events import InvalidMessage, SchemaError, load_message, parse_ts
 from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
 from ..curate import Decision, Message, label_of
 from ..retry import retry_forever
@@ -36,20 +36,13 @@ WINDOW_FLUSH_S = 2.0
 TRIGGER_EVERY_S = 5.0
 
 
-class LiveInvalid(Exception):
-    pass
+LiveInvalid = InvalidMessage
 
 
 def decode_live(raw: bytes | None, tasks) -> dict:
     """Bytes to a validated live request of a known task, or LiveInvalid naming the problem."""
-    if raw is None:
-        raise LiveInvalid("empty message (null value)")
+    obj = load_message(raw, "live.requests.schema.json")
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise LiveInvalid(f"not JSON: {exc}") from None
-    try:
-        validate("live.requests.schema.json", obj)
         ts = parse_ts(obj["ts"])
     except SchemaError as exc:
         raise LiveInvalid(f"schema: {exc}") from None

@@ -6,8 +6,9 @@ the run is done (snapshot, MiniLM LoRA training, gate on a 200-example gold set,
 report wall and CPU seconds from the request to the registered, gated adapter, the training
 throughput, and the candidate's inference throughput on the gold set (examples/s).
 
-GPU LoRA / QLoRA throughput is measured only when CUDA is available (with a tiny Qwen2 built in
-process, since nothing is downloaded); otherwise the result says it was skipped.
+GPU LoRA / QLoRA SFT throughput (bench/sft_throughput.py: Qwen2 0.5B/1.5B shapes, randomly
+initialised, padded vs packed batching) is measured only when CUDA is available; otherwise the
+result says it was skipped.
 
     python bench/train_bench.py [--sizes 1000,5000] [--epochs 2] [--out bench/results/train.json]
 """
@@ -109,46 +110,28 @@ def run_size(n: int, epochs: int, max_length: int, gold_n: int) -> dict:
 
 
 def gpu_bench() -> dict:
+    """LoRA / QLoRA SFT throughput on the GPU (bench/sft_throughput.py; full figures in
+    bench/results/sft_gpu.json), or a "skipped" record without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU on this machine; LoRA/QLoRA GPU throughput not measured"}
-    out = {"device": torch.cuda.get_device_name(0)}
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from bench.sft_throughput import run as sft_run, table
 
-    from training.causal_lm import add_lora
-    from training.config import TrainConfig
-
-    cfg = Qwen2Config(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-                      num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=2048)
-    for mode in ("lora", "qlora"):
-        try:
-            with tempfile.TemporaryDirectory() as d:
-                Qwen2ForCausalLM(cfg).save_pretrained(d)
-                tc = TrainConfig(student="causal_lm", base_model=d, quantization="4bit" if mode == "qlora" else "none")
-                from training.causal_lm import use_4bit
-                kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}}
-                if use_4bit(tc):
-                    from transformers import BitsAndBytesConfig
-                    kwargs["quantization_config"] = BitsAndBytesConfig(
-                        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                        bnb_4bit_compute_dtype=torch.bfloat16)
-                model = add_lora(Qwen2ForCausalLM.from_pretrained(d, **kwargs), tc)
-                opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-                x = torch.randint(0, 32000, (8, 512), device="cuda")
-                for i in range(13):
-                    if i == 3:
-                        torch.cuda.synchronize()
-                        t = time.perf_counter()
-                    loss = model(input_ids=x, labels=x).loss
-                    loss.backward()
-                    opt.step()
-                    opt.zero_grad()
-                torch.cuda.synchronize()
-                out[f"{mode}_tokens_per_s"] = round(10 * x.numel() / (time.perf_counter() - t))
-        except Exception as exc:  # e.g. bitsandbytes missing
-            out[f"{mode}_error"] = f"{type(exc).__name__}: {exc}"
-    return out
+    out_path = ROOT / "bench" / "results" / "sft_gpu.json"
+    res = sft_run(out=out_path)
+    print(table(res), flush=True)
+    summary = {"device": res["device"]["name"], "attn_implementation": res["attn_implementation"],
+               "details": str(out_path.relative_to(ROOT)), "runs": []}
+    for r in res["runs"]:
+        summary["runs"].append({
+            "model": r["model"], "method": r["method"], "error": r["error"],
+            **{f"{mode}_tokens_per_s": m["tokens_per_s"] for mode, m in r["modes"].items()},
+            **{f"{mode}_peak_memory_gib": m["peak_memory_gib"] for mode, m in r["modes"].items()},
+            **{f"{mode}_error": m["error"] for mode, m in r["modes"].items() if m["error"]},
+            "packed_over_padded_tokens_per_s": r["packed_over_padded"]["tokens_per_s"],
+            "packing_exact": (r.get("packing_check") or {}).get("exact")})
+    return summary
 
 
 def main() -> None:

@@ -177,9 +177,44 @@ class DedupeIndex:
             self.compact()
 
     def add_many(self, ids: list[str], idhs: np.ndarray, sigs: np.ndarray, keys: np.ndarray) -> None:
-        for n in range(len(ids)):
-            self.add(ids[n], int(idhs[n]), sigs[n], keys[n])
-        self.maybe_compact()
+        """Add entries in bulk (start-up reload, gold sets), in their order: the same index as
+        calling add() for each, built with array operations instead of a Python loop."""
+        n = len(ids)
+        if n == 0:
+            return
+        self.compact()  # keep the delta empty so bulk keys can go straight to the sorted part
+        start = self.n_total
+        pos = 0
+        while pos < n:
+            c, i = divmod(self.n_total, CHUNK)
+            if i == 0:
+                self._sigs[c] = np.zeros((CHUNK, NUM_PERM), dtype=np.uint16)
+                self._idh[c] = np.zeros(CHUNK, dtype=np.uint64)
+                self._ids[c] = []
+            take = min(CHUNK - i, n - pos)
+            self._sigs[c][i:i + take] = sigs[pos:pos + take]  # keeps the low 16 bits
+            self._idh[c][i:i + take] = idhs[pos:pos + take]
+            self._ids[c].extend(ids[pos:pos + take])
+            self.n_total += take
+            pos += take
+            while len(self) > self.capacity:
+                self._evict_oldest_chunk()
+        first = max(start, self.first_live)
+        m = keys.shape[1]
+        nk = np.asarray(keys[first - start:], dtype=np.uint64).ravel()
+        nv = np.repeat(np.arange(first, self.n_total, dtype=np.int64), m)
+        order = np.lexsort((nv, nk))
+        self._merge_sorted(nk[order], nv[order])
+
+    def _merge_sorted(self, nk: np.ndarray, nv: np.ndarray) -> None:
+        """Merge sorted (key, entry) pairs, all newer than the indexed ones, into the sorted
+        arrays, and drop evicted entries."""
+        pos = np.searchsorted(self._keys, nk, side="right")
+        self._keys = np.insert(self._keys, pos, nk)
+        self._vals = np.insert(self._vals, pos, nv)
+        if len(self._vals) and self._vals.min() < self.first_live:
+            live = self._vals >= self.first_live
+            self._keys, self._vals = self._keys[live], self._vals[live]
 
     def _evict_oldest_chunk(self) -> None:
         c = self.first_live // CHUNK
@@ -190,6 +225,8 @@ class DedupeIndex:
 
     def compact(self) -> None:
         """Merge the delta dict into the sorted arrays and drop evicted entries."""
+        nk = np.empty(0, dtype=np.uint64)
+        nv = np.empty(0, dtype=np.int64)
         if self._delta:
             ks, vs = [], []
             for k, d in self._delta.items():
@@ -203,14 +240,9 @@ class DedupeIndex:
             nv = np.array(vs, dtype=np.int64)
             order = np.lexsort((nv, nk))
             nk, nv = nk[order], nv[order]
-            pos = np.searchsorted(self._keys, nk, side="right")
-            self._keys = np.insert(self._keys, pos, nk)
-            self._vals = np.insert(self._vals, pos, nv)
             self._delta = {}
             self._delta_keys = 0
-        if len(self._vals) and self._vals.min() < self.first_live:
-            live = self._vals >= self.first_live
-            self._keys, self._vals = self._keys[live], self._vals[live]
+        self._merge_sorted(nk, nv)
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays and the ids (an estimate for the Python parts)."""

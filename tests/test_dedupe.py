@@ -75,3 +75,20 @@ def test_memory_is_compact():
     per_entry = idx.memory_bytes() / len(texts)
     # 16-bit signature 128 B + 11 keys x 16 B + id hash and id: far below a dict-of-ints index
     assert per_entry < 450, per_entry
+
+
+def test_bulk_add_matches_one_by_one():
+    texts = [normalise(f"shop {i % 40} order {i % 7} card") for i in range(3000)]
+    sigs = signatures(texts, 5)
+    ex = np.array([exact_hash(x) for x in texts], dtype=np.uint64)
+    ids = [f"i{i}" for i in range(len(texts))]
+    idhs = np.array([id_hash(i) for i in ids], dtype=np.uint64)
+    one, bulk = DedupeIndex(0.8, delta_limit=500), DedupeIndex(0.8)
+    keys = one.keys_for(sigs, ex)
+    for i in range(len(ids)):
+        one.add(ids[i], int(idhs[i]), sigs[i], keys[i])
+        one.maybe_compact()
+    bulk.add_many(ids, idhs, sigs, keys)
+    for q in ("shop 3 order 3 card", "shop 3 order 3 cards", "nothing like it", "shop 39 order 6 card!"):
+        a, b = match(one, "q", q), match(bulk, "q", q)
+        assert (a and (a.kind, a.entry_id)) == (b and (b.kind, b.entry_id)), q

@@ -10,6 +10,8 @@ import pytest
 
 from streams.broker import EmbeddedBroker, ensure_topics
 from streams.settings import load_settings
+from streams.warehouse import open_warehouse
+from streams.warehouse.migrate import apply_ddl
 
 TX_TASK = """
 name = "transactions"
@@ -32,6 +34,15 @@ def broker(tmp_path):
     listen = f"127.0.0.1:{free_port()}"
     with EmbeddedBroker(listen, log_path=tmp_path / "broker.log") as b:
         yield b
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh embedded ClickHouse store with the DDL applied, owned by this test."""
+    w = open_warehouse(load_settings({}, data_dir=tmp_path / "store"))
+    apply_ddl(w)
+    yield w
+    w.close()
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@ import orjson
 import pytest
 
 from streams.gold import GoldError, current_version, import_gold, load_gold, parse_gold_lines
-from streams.settings import load_settings
 from streams.tasks import parse_task
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel"], "slice": "meta.country"})
 
@@ -13,14 +10,6 @@ TASK = parse_task({"name": "tx", "labels": ["food", "travel"], "slice": "meta.co
 def write(path, rows):
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
     return path
-
-
-@pytest.fixture
-def store(tmp_path):
-    w = open_warehouse(load_settings({}, data_dir=tmp_path / "d"))
-    apply_ddl(w)
-    yield w
-    w.close()
 
 
 def test_versions_grow_and_freeze(store, tmp_path):

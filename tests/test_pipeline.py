@@ -2,15 +2,12 @@
 
 import asyncio
 
-import pytest
 
 from schemas.events import teacher_log_message
 from streams.app import CuratePipeline, WorkerContext
 from streams.curate import Curator, Message
 from streams.settings import load_settings
 from streams.tasks import parse_task
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
 
 TASK = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
 
@@ -28,14 +25,6 @@ class BrokenAfterDeciding(Curator):
         if len(messages) > 1:
             raise RuntimeError("boom")
         return decisions
-
-
-@pytest.fixture
-def store(tmp_path):
-    w = open_warehouse(load_settings({}, data_dir=tmp_path))
-    apply_ddl(w)
-    yield w
-    w.close()
 
 
 def test_a_batch_that_fails_half_way_loses_no_kept_example(store):

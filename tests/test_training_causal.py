@@ -8,27 +8,15 @@ import torch
 from training.causal_lm import IGNORE, CausalPredictor, collate, encode_example, train_causal
 from training.config import TrainConfig
 from training.loop import fit
+from training.testing import tiny_chat_tokenizer
 
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 WORDS = ("system user assistant you are a classifier answer with the label only pay at for bus train "
          "shop market rent flat groceries transport dining cafe pizza").split()
 SYSTEM = "you are a classifier answer with the label only"
 
 
 def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
-                                  eos_token="<|im_end|>", bos_token=None)
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    tok.chat_template = TEMPLATE
-    return tok
+    return tiny_chat_tokenizer(WORDS)
 
 
 def tiny_model(vocab_size):

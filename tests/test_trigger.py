@@ -13,10 +13,7 @@ from streams.drift.stage import DriftStage
 from streams.drift.config import stage_config
 from streams.drift import store as dstore
 from streams.drift.trigger import LastRequest, PendingAlert, Reason, build_request, decide, request_id
-from streams.settings import load_settings
 from streams.tasks import parse_task
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 CFG = TriggerConfig("tx", min_new_examples=200, refresh_every=5000, cooldown_s=3600)
@@ -55,14 +52,6 @@ def test_same_alert_twice_same_request_id():
     assert m1["watermark"] == wm and m1["gold_version"] == 2
     assert request_id("tx", r1, "2026-03-01 13:00:00.001") != m1["request_id"]  # new data: new request
     assert request_id("tx", Reason("refresh"), wm) != m1["request_id"]
-
-
-@pytest.fixture
-def store(tmp_path):
-    w = open_warehouse(load_settings({}, data_dir=tmp_path / "d"))
-    apply_ddl(w)
-    yield w
-    w.close()
 
 
 def add_examples(store, n, at, start=0, task="tx"):

@@ -14,15 +14,6 @@ def row(id, outcome="kept", at="2026-01-01 00:00:02.000", ts="2026-01-01 00:00:0
             "source_offset": 1, "curated_at": at}
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = load_settings({}, data_dir=tmp_path)
-    w = open_warehouse(s)
-    apply_ddl(w)
-    yield w
-    w.close()
-
-
 def test_ddl_is_idempotent_and_templated(store):
     assert apply_ddl(store) == apply_ddl(store)
     stmts = statements("-- c\nSELECT ${window_seconds};\n\nSELECT 2;", {"window_seconds": 30})

@@ -108,15 +108,10 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tiny_causal_lm(root: Path, words: list[str], seed: int = 0) -> tuple[Path, Path]:
-    """A randomly initialised 2-layer Qwen2 and a word-level tokenizer (ChatML template) saved
-    under root; returns (model_dir, tokenizer_dir). Nothing is downloaded.
-
-    The tokenizer gets its own folder: next to a qwen2 config.json, AutoTokenizer would build a
-    Qwen2Tokenizer instead of this WordLevel one."""
-    import torch
+def tiny_chat_tokenizer(words):
+    """A word-level tokenizer with a ChatML template over the given words (offline)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
     vocab: dict[str, int] = {}
@@ -128,6 +123,19 @@ def tiny_causal_lm(root: Path, words: list[str], seed: int = 0) -> tuple[Path, P
                                   eos_token="<|im_end|>", bos_token=None)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_causal_lm(root: Path, words: list[str], seed: int = 0) -> tuple[Path, Path]:
+    """A randomly initialised 2-layer Qwen2 and a word-level tokenizer (ChatML template) saved
+    under root; returns (model_dir, tokenizer_dir). Nothing is downloaded.
+
+    The tokenizer gets its own folder: next to a qwen2 config.json, AutoTokenizer would build a
+    Qwen2Tokenizer instead of this WordLevel one."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = tiny_chat_tokenizer(words)
     torch.manual_seed(seed)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

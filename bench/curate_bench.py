@@ -113,7 +113,7 @@ def child_raw(bootstrap: str, n: int, group: str) -> dict:
 def _faust_settings(bootstrap: str, group: str, data_dir: Path, tasks_dir: Path, fetch_wait: int):
     from dataclasses import replace
 
-    from streams.settings import load_settings
+    from kernel.settings import load_settings
     s = load_settings({}, data_dir=data_dir, tasks_dir=tasks_dir)
     return replace(s, kafka=replace(s.kafka, bootstrap=bootstrap), consumer_group=group,
                    fetch_max_wait_ms=fetch_wait)
@@ -127,8 +127,8 @@ def _finish(result: dict) -> None:
 def child_faust(bootstrap: str, n: int, group: str, fetch_wait: int) -> None:
     import faust
 
-    from streams.app import tune_fetch_wait
-    from streams.runner import run_faust, use_uvloop
+    from streams.worker.app import tune_fetch_wait
+    from streams.worker.runner import run_faust, use_uvloop
 
     use_uvloop()
     tune_fetch_wait(fetch_wait)
@@ -156,11 +156,11 @@ def child_faust(bootstrap: str, n: int, group: str, fetch_wait: int) -> None:
 
 
 def child_curate(bootstrap: str, n: int, group: str, stages: str) -> None:
-    from streams.app import build_app
-    from streams.runner import run_faust, use_uvloop
-    from streams.tasks import load_tasks
-    from streams.warehouse import open_warehouse
-    from streams.warehouse.migrate import apply_ddl
+    from kernel.tasks import load_tasks
+    from kernel.warehouse import open_warehouse
+    from kernel.warehouse.migrate import apply_ddl
+    from streams.worker.app import build_app
+    from streams.worker.runner import run_faust, use_uvloop
 
     use_uvloop()
     tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
@@ -169,10 +169,12 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str) -> None:
     settings = _faust_settings(bootstrap, group, tmp / "data", tmp / "tasks", 50)
     store = open_warehouse(settings, own=True)
     apply_ddl(store)
-    stage_modules = () if stages == "none" else __import__("streams.app", fromlist=["x"]).STAGE_MODULES
-    app, ctx = build_app(settings, load_tasks(settings.tasks_dir), store, stage_modules=stage_modules)
+    from streams.worker.app import WORKER_STAGES
+
+    chosen = WORKER_STAGES[:1] if stages == "none" else WORKER_STAGES  # curate alone, or every stage
+    app, ctx = build_app(settings, load_tasks(settings.tasks_dir), store, stages=chosen)
     state = {"count": 0, "t0": None}
-    original = ctx.pipeline.decide
+    original = ctx.services["curate"].decide
 
     def first_seen(messages):  # the clock starts when the first batch reaches the agent
         if state["t0"] is None:
@@ -185,9 +187,9 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str) -> None:
             dt = time.perf_counter() - state["t0"]
             rows = store.scalar("SELECT count() FROM curation_events")
             _finish({"events": state["count"], "seconds": dt, "rows": rows,
-                     "outcomes": ctx.pipeline.counts})
+                     "outcomes": ctx.services["curate"].counts})
 
-    ctx.pipeline.decide = first_seen
+    ctx.services["curate"].decide = first_seen
     ctx.curate_hooks.append(durable)
     run_faust(app, "warning")
 
@@ -242,12 +244,13 @@ def throughput(bootstrap: str, n: int, repeat: int) -> dict:
 
 def step_costs(events: list[bytes]) -> dict:
     """Per-event CPU cost (µs) of each step, on the same events, batch size as the worker."""
-    from schemas.events import TeacherLog, validator
-    from streams.curate import Curator, Message
-    from streams.rows import curation_event_row
-    from streams.similarity import exact_hash, id_hash, normalise, signatures
-    from streams.tasks import parse_task
     import tomllib
+
+    from kernel.similarity import exact_hash, id_hash, normalise, signatures
+    from kernel.tasks import parse_task
+    from schemas.events import TeacherLog, validator
+    from streams.curate.policy import Curator, Message
+    from streams.curate.rows import curation_event_row
 
     task = parse_task(tomllib.loads(TASK_TOML))
     objs = []
@@ -318,7 +321,8 @@ def step_costs(events: list[bytes]) -> dict:
     # datasketch with its defaults, the usual library baseline for the sketch step
     try:
         from datasketch import MinHash
-        from streams.similarity import shingles
+
+        from kernel.similarity import shingles
 
         def ds():
             for t in norm[:3000]:
@@ -333,8 +337,8 @@ def step_costs(events: list[bytes]) -> dict:
 def dedupe_memory(n_entries: int) -> dict:
     import tracemalloc
 
-    from streams.dedupe import DedupeIndex
-    from streams.similarity import exact_hash, id_hash, signatures
+    from kernel.similarity import exact_hash, id_hash, signatures
+    from streams.curate.dedupe import DedupeIndex
 
     rng = random.Random(3)
     tracemalloc.start()
@@ -362,11 +366,12 @@ def dedupe_memory(n_entries: int) -> dict:
 
 def near_dupe_quality(n_pairs: int, threshold: float = 0.8) -> dict:
     """Labelled pairs: an input and an edited copy; truth = exact shingle Jaccard >= threshold."""
-    from streams.curate import Curator, Message
-    from streams.similarity import jaccard, normalise
-    from streams.tasks import parse_task
-    from schemas.events import teacher_log_message
     import tomllib
+
+    from kernel.similarity import jaccard, normalise
+    from kernel.tasks import parse_task
+    from schemas.events import teacher_log_message
+    from streams.curate.policy import Curator, Message
 
     task = parse_task(tomllib.loads(TASK_TOML))
     rng = random.Random(5)
@@ -401,7 +406,8 @@ def near_dupe_quality(n_pairs: int, threshold: float = 0.8) -> dict:
 
     def datasketch_default():
         from datasketch import MinHash, MinHashLSH
-        from streams.similarity import shingles
+
+        from kernel.similarity import shingles
         preds = []
         for a, b, _ in pairs:
             lsh = MinHashLSH(threshold=threshold, num_perm=128)
@@ -453,9 +459,10 @@ def main() -> None:
     if args.quick:
         args.events, args.repeat, args.memory_entries, args.pairs = 5000, 1, 20000, 300
 
-    from streams.broker import EmbeddedBroker, ensure_topics
-    from streams.settings import load_settings
     from dataclasses import replace
+
+    from kernel.broker import EmbeddedBroker, ensure_topics
+    from kernel.settings import load_settings
 
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                      "events": args.events, "repeat": args.repeat}

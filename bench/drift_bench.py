@@ -29,10 +29,10 @@ from river import drift as rdrift
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernel.tasks import parse_task  # noqa: E402
 from streams.drift.config import _DEFAULTS, drift_config  # noqa: E402
 from streams.drift.detectors import Monitor  # noqa: E402
 from streams.drift.state import TaskDrift  # noqa: E402
-from streams.tasks import parse_task  # noqa: E402
 
 PRE = 30_000  # stationary events before each change
 LABELS = ("a", "b", "c", "d")
@@ -169,14 +169,15 @@ def curate_throughput(n=40_000, batch=5000):
     with and without the drift hook (detectors + the state snapshot written to drift_state)."""
     import asyncio
 
+    from kernel.settings import load_settings
+    from kernel.warehouse import open_warehouse
+    from kernel.warehouse.migrate import apply_ddl
     from schemas.events import teacher_log_message
-    from streams.curate import Curator, Message
+    from schemas.timefmt import ch_time
+    from streams.curate.policy import Curator, Message
+    from streams.curate.rows import batch_token, curation_event_row, example_row
     from streams.drift.config import stage_config
     from streams.drift.stage import DriftStage
-    from streams.rows import batch_token, ch_time, curation_event_row, example_row
-    from streams.settings import load_settings
-    from streams.warehouse import open_warehouse
-    from streams.warehouse.migrate import apply_ddl
 
     rng = random.Random(1)
     task = parse_task({"name": "tx", "labels": list(LABELS), "min_confidence": 0.6})

@@ -141,7 +141,7 @@ def make_plan(steps: int, warmup: int, vocab: int, batch_tokens: int, *, min_len
 # ------------------------------------------------------------------ collation
 
 def collate_padded(batch: list[dict], pad_id: int) -> dict:
-    from training.causal_lm import collate
+    from training.students.causal_lm import collate
 
     return collate([{"input_ids": b["input_ids"], "labels": b["labels"]} for b in batch], pad_id)
 
@@ -251,7 +251,7 @@ def build_model(name: str, method: str, attn: str, device: str, dtype, seed: int
     import torch
     from transformers import AutoModelForCausalLM
 
-    from training.causal_lm import add_lora
+    from training.students.causal_lm import add_lora
 
     cfg = qwen2_config(name)
     torch.manual_seed(seed)
@@ -403,7 +403,7 @@ def run(models=("0.5b", "1.5b"), methods=METHODS, modes=MODES, *, steps: int = 2
     """Run the benchmark; returns (and writes to `out` when given) the result dict."""
     import torch
 
-    from training.config import DEFAULT_TARGETS, TrainConfig
+    from training.students.config import DEFAULT_TARGETS, TrainConfig
 
     device = "cpu" if smoke or not torch.cuda.is_available() else "cuda"
     if device == "cpu" and not smoke:

@@ -57,15 +57,16 @@ def cpu_seconds() -> float:
 def run_size(n: int, epochs: int, max_length: int, gold_n: int) -> dict:
     import orjson
 
-    from streams.broker import EmbeddedBroker, ensure_topics
-    from streams.gold import import_gold
-    from streams.settings import load_settings
-    from streams.tasks import load_tasks
-    from training import store as st
-    from training.synthetic import examples, gold_lines
-    from training.testing import insert_examples, owned_store, publish_requests, request
-    from training.worker import WorkerOptions, run_worker
+    from kernel.broker import EmbeddedBroker, ensure_topics
+    from kernel.gold import import_gold
+    from kernel.settings import load_settings
+    from kernel.tasks import load_tasks
     from tests.conftest import free_port
+    from tests.helpers.synthetic import examples, gold_lines
+    from tests.helpers.testing import insert_examples, owned_store, publish_requests, request
+    from training.registry import store as st
+    from training.train import runs
+    from training.train.worker import WorkerOptions, run_worker
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -89,7 +90,7 @@ def run_size(n: int, epochs: int, max_length: int, gold_n: int) -> dict:
                 outcomes = asyncio.run(run_worker(s, tasks, store, WorkerOptions(max_requests=1)))
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                 o = outcomes[0]
-                run = st.get_run(store, "transactions", req["request_id"])
+                run = runs.get_run(store, "transactions", req["request_id"])
                 model = st.get_model(store, "transactions", o.model_version)
                 manifest = json.loads(run["dataset_manifest"])
                 fit = json.loads(model["eval_results"])
@@ -116,7 +117,8 @@ def gpu_bench() -> dict:
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU on this machine; LoRA/QLoRA GPU throughput not measured"}
-    from bench.sft_throughput import run as sft_run, table
+    from bench.sft_throughput import run as sft_run
+    from bench.sft_throughput import table
 
     out_path = ROOT / "bench" / "results" / "sft_gpu.json"
     res = sft_run(out=out_path)

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 
+from schemas.timefmt import rfc3339
+
 SCHEMA_VERSION = 1
 
 
@@ -94,7 +96,7 @@ class TeacherLog:
 
     def to_obj(self) -> dict[str, Any]:
         return {
-            "id": self.id, "ts": self.ts.isoformat().replace("+00:00", "Z"), "task": self.task,
+            "id": self.id, "ts": rfc3339(self.ts, "auto"), "task": self.task,
             "input": self.input, "output": self.output, "confidence": self.confidence,
             "teacher": self.teacher, "meta": self.meta, "schema_version": self.schema_version,
         }
@@ -106,7 +108,7 @@ def teacher_log_message(*, id: str, task: str, input: str, output: str | dict, c
     if ts is None:
         ts = datetime.now(timezone.utc)
     if isinstance(ts, datetime):
-        ts = ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        ts = rfc3339(ts, "auto")
     obj = {"id": id, "ts": ts, "task": task, "input": input, "output": output,
            "confidence": confidence, "teacher": teacher, "schema_version": SCHEMA_VERSION}
     if meta:

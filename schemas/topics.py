@@ -27,7 +27,7 @@ DEAD_LETTERS = Topic("dead.letters", "source_topic", 1, "delete", "dead.letters.
                      "Messages that could not be decoded or validated, with the reason and original bytes.")
 REVIEW_QUEUE = Topic("review.queue", "task", 1, "delete", "review.queue.schema.json",
                      "Items for a human: low-confidence teacher answers, canary disagreements.")
-REVIEW_VERDICTS = Topic("review.verdicts", "task", 1, "delete", None,
+REVIEW_VERDICTS = Topic("review.verdicts", "task", 1, "delete", "review.verdicts.schema.json",
                         "Human verdicts on review items; grow the gold set.")
 DRIFT_ALERTS = Topic("drift.alerts", "task", 1, "delete", "drift.alerts.schema.json",
                      "One alert per detected change of a drift metric.")
@@ -35,9 +35,9 @@ RETRAIN_REQUESTS = Topic("retrain.requests", "task", 1, "delete", "retrain.reque
                          "Idempotent retrain requests consumed by the training worker.")
 MODEL_EVENTS = Topic("model.events", "task", 1, "delete", "model.events.schema.json",
                      "Candidate approved / rejected, canary and promotion events.")
-CANARY_PAIRS = Topic("canary.pairs", "task", 4, "delete", None,
+CANARY_PAIRS = Topic("canary.pairs", "task", 4, "delete", "canary.pairs.schema.json",
                      "Incumbent and candidate answers to the same live request.")
-MODEL_CONFIG = Topic("model.config", "task", 1, "compact", None,
+MODEL_CONFIG = Topic("model.config", "task", 1, "compact", "model.config.schema.json",
                      "Which adapter serves each task: promotion is a config change here.")
 
 CATALOGUE: tuple[Topic, ...] = (

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, ensure_topics
-from streams.settings import load_settings
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
+from kernel.broker import EmbeddedBroker, ensure_topics
+from kernel.settings import load_settings
+from kernel.warehouse import open_warehouse
+from kernel.warehouse.migrate import apply_ddl
 
 TX_TASK = """
 name = "transactions"

@@ -4,9 +4,9 @@ import struct
 
 import pytest
 
-from streams.broker import BrokerError, EmbeddedBroker, ensure_topics, split_host_port
-from streams.kafka_compat import strip_api_versions_tags
-from streams.settings import load_settings
+from kernel.broker import BrokerError, EmbeddedBroker, ensure_topics, split_host_port
+from kernel.kafka_relay import strip_api_versions_tags
+from kernel.settings import load_settings
 
 # An ApiVersions v3 response as Tansu sends it (2 api keys shown), ending in the four feature
 # tags that librdkafka 2.0.x misparses.

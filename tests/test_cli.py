@@ -3,7 +3,7 @@
 import orjson
 from click.testing import CliRunner
 
-from streams.cli import main
+from flywheel.cli import main
 
 
 def run(tmp_path, *args, tasks=None):
@@ -14,9 +14,34 @@ def run(tmp_path, *args, tasks=None):
 
 def test_help_explains_every_command(tmp_path):
     out = run(tmp_path, "--help").output
-    for cmd in ("up", "sql", "gold", "produce"):
-        assert cmd in out
     assert "FLYWHEEL_KAFKA_BOOTSTRAP" in out
+    for name, cmd in main.commands.items():
+        assert f"  {name} " in out, name                      # listed, with its summary
+        sub = run(tmp_path, name, "--help")
+        assert sub.exit_code == 0 and cmd.help and cmd.help.split()[:4] == sub.output.split("\n\n")[1].split()[:4], name
+
+
+def test_global_options_work_after_the_command(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tx.toml").write_text('name = "tx"\nlabels = ["a"]\n')
+    res = CliRunner().invoke(main, ["sql", "SELECT 41 + 1", "--format", "TSV", "--data-dir", str(tmp_path / "d"),
+                                    "--tasks", str(tasks)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == "42"
+    assert (tmp_path / "d").is_dir()                          # the option reached the root group
+
+
+def test_unknown_task_is_a_usage_error_with_the_same_message_everywhere(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tx.toml").write_text('name = "tx"\nlabels = ["a"]\n')
+    for args in (["models", "--task", "nosuch"], ["drift", "--task", "nosuch"], ["retrain", "--task", "nosuch"],
+                 ["gate", "--task", "nosuch", "--predictions", "x.jsonl"]):
+        res = run(tmp_path, *args, tasks=tasks)
+        assert res.exit_code == 2, (args, res.output)
+        assert "Error: unknown task 'nosuch' (option --task); tasks declared in" in res.output, args
+        assert res.output.rstrip().endswith(": tx"), args
 
 
 def test_bad_task_file_fails_up_naming_file_key_and_fix(tmp_path):

@@ -1,9 +1,9 @@
 import orjson
 import pytest
 
+from kernel.tasks import label_of, parse_task
 from schemas.events import teacher_log_message
-from streams.curate import (Curator, Invalid, Message, check_confidence, check_output, decode, label_of)
-from streams.tasks import parse_task
+from streams.curate.policy import Curator, Invalid, Message, check_confidence, check_output, decode
 
 TX = parse_task({"name": "tx", "labels": ["food", "travel"], "min_confidence": 0.5, "slice": "meta.country"})
 EXTRACT = parse_task({"name": "ex", "output_schema": {

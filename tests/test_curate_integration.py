@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from kernel.gold import import_gold
+from kernel.tasks import load_tasks
+from kernel.warehouse import open_warehouse
+from kernel.warehouse.migrate import apply_ddl
 from schemas.events import teacher_log_message
-from streams.curate import Curator, Message
-from streams.gold import import_gold
-from streams.tasks import load_tasks
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
+from streams.curate.policy import Curator, Message
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 import numpy as np
 
-from streams.dedupe import CHUNK, DedupeIndex
-from streams.similarity import exact_hash, id_hash, normalise, signatures
+from kernel.similarity import exact_hash, id_hash, normalise, signatures
+from streams.curate.dedupe import CHUNK, DedupeIndex
 
 
 def entry(idx: DedupeIndex, text: str):

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 from click.testing import CliRunner
 
-from streams.cli import main
-from streams.warehouse import open_warehouse
-from streams.warehouse.migrate import apply_ddl
+from flywheel.cli import main
+from kernel.warehouse import open_warehouse
+from kernel.warehouse.migrate import apply_ddl
 from tests.test_curate_integration import read_topic
 from tests.test_trigger import add_examples
 

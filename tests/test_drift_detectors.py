@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from streams.drift.config import _DEFAULTS, drift_config, trigger_config
+from kernel.tasks import TaskConfigError, parse_task
+from streams.drift.config import _DEFAULTS, drift_config
 from streams.drift.detectors import Monitor
 from streams.drift.state import TaskDrift, oov_share
-from streams.tasks import TaskConfigError, parse_task
+from streams.trigger.config import trigger_config
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CHANGE = 30_000

@@ -1,7 +1,7 @@
 """The gate decision and scoring: pure functions."""
 
-from training.config import GateConfig
-from training.gate import Scores, decide, render_table, score_answers, score_one, teacher_answers
+from training.gate.config import GateConfig
+from training.gate.policy import Scores, decide, render_table, score_answers, score_one, teacher_answers
 
 
 def gold(slices: dict[str, int]) -> list[dict]:

@@ -6,11 +6,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.gold import import_gold
-from streams.tasks import load_tasks
-from streams.cli import main
-from training.synthetic import gold_lines
-from training.testing import add_sections, owned_store, read_topic
+from flywheel.cli import main
+from kernel.gold import import_gold
+from kernel.tasks import load_tasks
+from tests.helpers.synthetic import gold_lines
+from tests.helpers.testing import add_sections, owned_store, read_topic
 
 pytestmark = pytest.mark.integration
 

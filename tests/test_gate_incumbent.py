@@ -11,15 +11,17 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
-from streams.gold import import_gold, load_gold
-from streams.tasks import load_tasks
-from training import artifacts, worker
-from training import store as st
-from training.gate import Scores, score_answers
-from training.synthetic import examples, gold_lines
-from training.testing import add_sections, insert_examples, owned_store, publish_requests, read_topic, request
-from training.worker import WorkerOptions, run_worker
+from flywheel.cli import main
+from kernel.gold import import_gold, load_gold
+from kernel.lifecycle import ModelState, TransitionError
+from kernel.tasks import load_tasks
+from tests.helpers.synthetic import examples, gold_lines
+from tests.helpers.testing import add_sections, insert_examples, owned_store, publish_requests, read_topic, request
+from training.gate.policy import Scores, score_answers
+from training.registry import store as st
+from training.students import load as artifacts
+from training.train import runs, worker
+from training.train.worker import WorkerOptions, run_worker
 
 pytestmark = pytest.mark.integration
 WATERMARK = "2025-01-01 00:01:19.000"   # the first 80 examples
@@ -116,11 +118,15 @@ def test_gate_against_the_incumbent_scored_once_pinned_and_reused(settings, worl
     assert calls == [v1] and pinned(store) == []
     m1 = st.get_model(store, "transactions", v1)
     assert m1["status"] == "rejected"
-    run1 = st.get_run(store, "transactions", o1.request_id)
+    run1 = runs.get_run(store, "transactions", o1.request_id)
     assert run1["status"] == "done" and "no incumbent to gate against" in run1["message"]
 
-    # 2. v1 promoted: the next candidate is gated against it, its real predictions scored once
-    st.set_model_status(store, "transactions", v1, "promoted")
+    # 2. v1 approved by hand (the operator's override of the first model) and promoted, through
+    # the lifecycle: the next candidate is gated against it, its real predictions scored once
+    with pytest.raises(TransitionError, match="only a gate-approved version can be promoted"):
+        st.transition(store, "transactions", v1, ModelState.SERVING)
+    st.transition(store, "transactions", v1, ModelState.APPROVED)
+    st.transition(store, "transactions", v1, ModelState.SERVING)
     assert st.incumbent(store, "transactions")["version"] == v1
     # (the next candidate: more data and epochs, so its predictions differ from the incumbent's)
     toml = tasks_dir / "transactions.toml"
@@ -162,7 +168,10 @@ def test_gate_against_the_incumbent_scored_once_pinned_and_reused(settings, worl
 
     # 4. v2 promoted: the incumbent changed, so it is scored (once) and pinned in its turn ...
     monkeypatch.setattr(artifacts, "load_predictor", counting)
-    st.set_model_status(store, "transactions", v2, "promoted")
+    if not o2.verdict.approved:
+        st.transition(store, "transactions", v2, ModelState.APPROVED)
+    st.transition(store, "transactions", v2, ModelState.SERVING)
+    st.transition(store, "transactions", v1, ModelState.RETIRED)
     calls.clear()
     p1 = gold_preds(m1, gv)
     res = cli(settings, "gate", "--task", "transactions", "--predictions", str(p1), "--json", "--no-publish")
@@ -175,8 +184,8 @@ def test_gate_against_the_incumbent_scored_once_pinned_and_reused(settings, worl
     res = cli(settings, "gate", "--task", "transactions", "--model", v2, "--json", "--no-publish")
     assert verdict_of(res)["baseline"] == f"incumbent:{v1}" and calls == [v2]
     assert len(pinned(store)) == 2
-    # re-gating leaves a promoted version promoted (it stays the incumbent)
-    assert st.get_model(store, "transactions", v2)["status"] == "promoted"
+    # re-gating leaves a serving version serving (it stays the incumbent)
+    assert st.get_model(store, "transactions", v2)["status"] == "serving"
 
     # 5. baseline = "teacher" but the new gold version has no teacher_output: the incumbent
     toml.write_text(toml.read_text().replace('baseline = "incumbent"', 'baseline = "teacher"'))

@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from streams.gold import GoldError, current_version, import_gold, load_gold, parse_gold_lines
-from streams.tasks import parse_task
+from kernel.gold import GoldError, current_version, import_gold, load_gold, parse_gold_lines
+from kernel.tasks import parse_task
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel"], "slice": "meta.country"})
 

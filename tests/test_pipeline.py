@@ -2,12 +2,12 @@
 
 import asyncio
 
-
+from kernel.settings import load_settings
+from kernel.stage import WorkerContext
+from kernel.tasks import parse_task
 from schemas.events import teacher_log_message
-from streams.app import CuratePipeline, WorkerContext
-from streams.curate import Curator, Message
-from streams.settings import load_settings
-from streams.tasks import parse_task
+from streams.curate.pipeline import CuratePipeline
+from streams.curate.policy import Curator, Message
 
 TASK = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
 

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.settings import Secret, SettingsError, load_settings
+from kernel.settings import Secret, SettingsError, load_settings
 
 
 def test_defaults_are_embedded():

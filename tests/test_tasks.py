@@ -1,6 +1,6 @@
 import pytest
 
-from streams.tasks import TaskConfigError, load_task_file, load_tasks, parse_task
+from kernel.tasks import TaskConfigError, load_task_file, load_tasks, parse_task
 
 
 def test_defaults():

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from training.causal_lm import IGNORE, CausalPredictor, collate, encode_example, train_causal
-from training.config import TrainConfig
-from training.loop import fit
-from training.testing import tiny_chat_tokenizer
+from tests.helpers.testing import tiny_chat_tokenizer
+from training.students.causal_lm import IGNORE, CausalPredictor, collate, encode_example, train_causal
+from training.students.config import TrainConfig
+from training.students.loop import fit
 
 WORDS = ("system user assistant you are a classifier answer with the label only pay at for bus train "
          "shop market rent flat groceries transport dining cafe pizza").split()

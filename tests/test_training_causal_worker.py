@@ -10,13 +10,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.gold import import_gold
-from streams.tasks import load_tasks
-from training import store as st
-from training.synthetic import LABELS, MERCHANTS, WORDS, examples, gold_lines
-from training.testing import add_sections, insert_examples, owned_store, publish_requests, read_topic, request, \
-    tiny_causal_lm
-from training.worker import WorkerOptions, run_worker
+from kernel.gold import import_gold
+from kernel.tasks import load_tasks
+from tests.helpers.synthetic import LABELS, MERCHANTS, WORDS, examples, gold_lines
+from tests.helpers.testing import (
+    add_sections,
+    insert_examples,
+    owned_store,
+    publish_requests,
+    read_topic,
+    request,
+    tiny_causal_lm,
+)
+from training.registry import store as st
+from training.train import runs
+from training.train.worker import WorkerOptions, run_worker
 
 pytestmark = pytest.mark.integration
 WATERMARK = "2025-01-01 00:00:39.000"   # the first 40 examples (one a second from midnight)
@@ -68,7 +76,7 @@ def test_causal_lm_request_to_registered_gated_adapter(settings, tasks_dir, tmp_
         assert [o.status for o in outcomes] == ["done"], outcomes
         out = outcomes[0]
 
-        run = st.get_run(store, "transactions", req["request_id"])
+        run = runs.get_run(store, "transactions", req["request_id"])
         assert run["status"] == "done" and run["model_version"] == out.model_version and run["progress"] == 1.0
         timings = json.loads(run["timings"])
         assert timings["train_s"] > 0 and timings["gold_inference_s"] > 0

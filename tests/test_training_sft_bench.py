@@ -102,7 +102,8 @@ def test_token_batches_and_errors_are_recorded():
     assert len(groups) == 4 and all(sum(len(data[i]["input_ids"]) for i in g) <= 256 or len(g) == 1 for g in groups)
     # a failing config is recorded as an error string, with the figures it has
     import torch
-    from training.config import DEFAULT_TARGETS, TrainConfig
+
+    from training.students.config import DEFAULT_TARGETS, TrainConfig
 
     tc = TrainConfig(student="causal_lm", target_modules=DEFAULT_TARGETS["causal_lm"], quantization="none")
     model = sft.build_model("tiny", "lora", "sdpa", "cpu", torch.float32, 0, tc)

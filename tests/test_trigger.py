@@ -7,13 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from kernel.tasks import parse_task
 from schemas.events import validate
-from streams.drift.config import TriggerConfig
-from streams.drift.stage import DriftStage
+from schemas.timefmt import ch_time
 from streams.drift.config import stage_config
-from streams.drift import store as dstore
-from streams.drift.trigger import LastRequest, PendingAlert, Reason, build_request, decide, request_id
-from streams.tasks import parse_task
+from streams.drift.stage import DriftStage
+from streams.trigger import store as tstore
+from streams.trigger.config import TriggerConfig
+from streams.trigger.policy import LastRequest, PendingAlert, Reason, build_request, decide, request_id
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 CFG = TriggerConfig("tx", min_new_examples=200, refresh_every=5000, cooldown_s=3600)
@@ -77,18 +78,18 @@ def test_alert_delivered_twice_makes_one_request_and_cooldown_holds(store):
 
     stage.publish_request = publish
     now = datetime.now(timezone.utc)
-    add_examples(store, 50, dstore.ch_time(now - timedelta(minutes=5)))
+    add_examples(store, 50, ch_time(now - timedelta(minutes=5)))
 
     async def run():
         assert await stage.evaluate_trigger("tx", now) is None  # no alert, 50 < refresh_every
-        add_alert(store, "da-1", dstore.ch_time(now - timedelta(minutes=1)))
-        add_alert(store, "da-1", dstore.ch_time(now - timedelta(minutes=1)))  # delivered twice
+        add_alert(store, "da-1", ch_time(now - timedelta(minutes=1)))
+        add_alert(store, "da-1", ch_time(now - timedelta(minutes=1)))  # delivered twice
         first = await stage.evaluate_trigger("tx", now)
         assert first is not None and first["reason"]["alert_ids"] == ["da-1"]
         assert await stage.evaluate_trigger("tx", now) is None  # same request: not made again
         # a new alert and new data inside the cooldown: nothing; after it: a new request
-        add_examples(store, 20, dstore.ch_time(now + timedelta(minutes=1)), start=1000)
-        add_alert(store, "da-2", dstore.ch_time(now + timedelta(minutes=2)))
+        add_examples(store, 20, ch_time(now + timedelta(minutes=1)), start=1000)
+        add_alert(store, "da-2", ch_time(now + timedelta(minutes=2)))
         assert await stage.evaluate_trigger("tx", now + timedelta(minutes=30)) is None
         second = await stage.evaluate_trigger("tx", now + timedelta(minutes=61))
         return first, second
@@ -104,11 +105,11 @@ def test_alert_delivered_twice_makes_one_request_and_cooldown_holds(store):
 
 def test_manual_request_is_idempotent_and_needs_data(store):
     now = datetime.now(timezone.utc)
-    with pytest.raises(dstore.NoExamples):
-        dstore.plan_request(store, None, "tx", now, manual="by hand")
-    add_examples(store, 5, dstore.ch_time(now))
-    m1 = dstore.plan_request(store, None, "tx", now, manual="by hand")
-    m2 = dstore.plan_request(store, None, "tx", now + timedelta(seconds=3), manual="again")
+    with pytest.raises(tstore.NoExamples):
+        tstore.plan_request(store, None, "tx", now, manual="by hand")
+    add_examples(store, 5, ch_time(now))
+    m1 = tstore.plan_request(store, None, "tx", now, manual="by hand")
+    m2 = tstore.plan_request(store, None, "tx", now + timedelta(seconds=3), manual="again")
     assert m1["request_id"] == m2["request_id"] and m1["reason"]["kind"] == "manual"
     published: list[dict] = []
 
@@ -118,7 +119,7 @@ def test_manual_request_is_idempotent_and_needs_data(store):
     async def call(fn, *args):
         return fn(store, *args)
 
-    assert asyncio.run(dstore.issue_request(call, publish, m1)) is True
-    assert asyncio.run(dstore.issue_request(call, publish, m2)) is False  # same id: one request
+    assert asyncio.run(tstore.issue_request(call, publish, m1)) is True
+    assert asyncio.run(tstore.issue_request(call, publish, m2)) is False  # same id: one request
     assert len(published) == 1
     assert store.scalar("SELECT count() FROM retrain_requests") == 1

@@ -1,11 +1,11 @@
 import pytest
 
-from streams.settings import load_settings
-from streams.warehouse import WarehouseError, open_warehouse
-from streams.warehouse.embedded import EmbeddedWarehouse, StoreBusy
-from streams.warehouse.migrate import apply_ddl, statements
-from streams.warehouse.owner import OwnerServer
-from streams.warehouse.remote import OwnerUnreachable, RemoteWarehouse
+from kernel.settings import load_settings
+from kernel.warehouse import WarehouseError, open_warehouse
+from kernel.warehouse.embedded import EmbeddedWarehouse, StoreBusy
+from kernel.warehouse.migrate import apply_ddl, statements
+from kernel.warehouse.owner import OwnerServer
+from kernel.warehouse.remote import OwnerUnreachable, RemoteWarehouse
 
 
 def row(id, outcome="kept", at="2026-01-01 00:00:02.000", ts="2026-01-01 00:00:01.000"):
@@ -15,7 +15,13 @@ def row(id, outcome="kept", at="2026-01-01 00:00:02.000", ts="2026-01-01 00:00:0
 
 
 def test_ddl_is_idempotent_and_templated(store):
-    assert apply_ddl(store) == apply_ddl(store)
+    tables = {r["name"] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+    assert {"curation_events", "examples", "gold_examples", "drift_windows"} <= tables
+    store.insert("curation_events", [row("kept-across-ddl")])
+    apply_ddl(store)  # applied again: nothing dropped, nothing lost
+    again = {r["name"] for r in store.rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+    assert again == tables
+    assert store.scalar("SELECT count() FROM curation_events WHERE id = 'kept-across-ddl'") == 1
     stmts = statements("-- c\nSELECT ${window_seconds};\n\nSELECT 2;", {"window_seconds": 30})
     assert stmts == ["SELECT 30", "SELECT 2"]
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.warehouse.remote import RemoteWarehouse, read_owner
+from kernel.warehouse.remote import RemoteWarehouse, read_owner
 
 
 class WorkerProcess:
@@ -29,7 +29,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", "from streams.cli import main; main()", "up"],
+        self.proc = subprocess.Popen([sys.executable, "-c", "from flywheel.cli import main; main()", "up"],
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -28,11 +28,12 @@ and the fix.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..tasks import TaskConfig, TaskConfigError
+from kernel import fields
+from kernel.tasks import TaskConfig, TaskConfigError
+from streams.trigger.config import TriggerConfig, trigger_config
 
 CURATION_METRICS = ("off_schema_rate", "low_conf_rate", "confidence_mean", "label_mix")
 LIVE_METRICS = ("input_length", "oov_rate", "agreement_rate")
@@ -122,42 +123,12 @@ class DriftConfig:
         return cfg if self.enabled and cfg is not None and cfg.enabled else None
 
 
-@dataclass(frozen=True)
-class TriggerConfig:
-    task: str
-    enabled: bool = True
-    metrics: tuple[str, ...] = ("off_schema_rate", "label_mix", "oov_rate", "agreement_rate")
-    min_new_examples: int = 200
-    refresh_every: int = 5000
-    cooldown_s: float = 3600.0
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
 def parse_duration(value: Any, file, key: str) -> float:
-    """'90s', '5m', '1h', '2d' or a number of seconds."""
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, (int, float)) and value >= 0:
-        return float(value)
-    m = _DURATION.match(value) if isinstance(value, str) else None
-    if not m:
-        raise TaskConfigError(file, key, f'must be a duration like "30s", "5m", "1h" or a number of '
-                                         f"seconds, got {value!r}")
-    return float(m.group(1)) * _UNIT[m.group(2)]
+    return fields.duration(file, key, value)
 
 
 def _typed(file, key: str, value: Any, kind: type, lo: float, hi: float):
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TaskConfigError(file, key, f"must be an integer from {lo} to {hi}, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskConfigError(file, key, f"must be a number from {lo} to {hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise TaskConfigError(file, key, f"must be from {lo} to {hi}, got {value}")
-    return kind(value)
+    return fields.integer(file, key, value, lo, hi) if kind is int else fields.number(file, key, value, lo, hi)
 
 
 def _metric(task: TaskConfig, metric: str, raw: Any) -> DetectorConfig:
@@ -228,30 +199,6 @@ def drift_config(task: TaskConfig) -> DriftConfig:
             cfg = replace(cfg, enabled=False)  # an extraction task has no label mix
         metrics[m] = cfg
     return DriftConfig(task.name, enabled, metrics, refresh, max_ex)
-
-
-def trigger_config(task: TaskConfig) -> TriggerConfig:
-    raw = task.section("trigger")
-    file = task.source
-    keys = {"enabled", "metrics", "min_new_examples", "refresh_every", "cooldown"}
-    for key in raw:
-        if key not in keys:
-            raise TaskConfigError(file, f"trigger.{key}", f"unknown key; valid keys are {sorted(keys)}")
-    cfg = TriggerConfig(task.name)
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise TaskConfigError(file, "trigger.enabled", f"must be true or false, got {enabled!r}")
-    metrics = raw.get("metrics", list(cfg.metrics))
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        raise TaskConfigError(file, "trigger.metrics", f"must be a list of metric names from {list(METRICS)}")
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise TaskConfigError(file, "trigger.metrics", f"unknown metric {bad[0]!r}; use names from {list(METRICS)}")
-    min_new = _typed(file, "trigger.min_new_examples", raw.get("min_new_examples", cfg.min_new_examples),
-                     int, 0, 10**9)
-    refresh = _typed(file, "trigger.refresh_every", raw.get("refresh_every", cfg.refresh_every), int, 1, 10**12)
-    cooldown = parse_duration(raw.get("cooldown", "1h"), file, "trigger.cooldown")
-    return TriggerConfig(task.name, enabled, tuple(metrics), min_new, refresh, cooldown)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from river import drift as rdrift
 
-from .config import RATE_METRICS, DetectorConfig
+from streams.drift.config import RATE_METRICS, DetectorConfig
 
 
 @dataclass

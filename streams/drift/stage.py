@@ -1,4 +1,4 @@
-"""Installs the drift stage into the stream worker (see streams.app.STAGE_MODULES).
+"""Installs the drift stage into the stream worker (see streams.worker.app.WORKER_STAGES).
 
 * a curate hook: each durable curate batch feeds off_schema_rate, low_conf_rate,
   confidence_mean and label_mix;
@@ -18,17 +18,19 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import orjson
-
+from kernel.retry import retry_forever
+from kernel.stage import WorkerContext
+from kernel.tasks import TaskConfig, label_of
+from schemas import messages
 from schemas.events import InvalidMessage, SchemaError, load_message, parse_ts
+from schemas.timefmt import ch_time
 from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
-from ..curate import Decision, Message, label_of
-from ..retry import retry_forever
-from ..rows import dead_letter
-from ..tasks import TaskConfig
-from . import store as dstore
-from .config import CURATION_METRICS, StageConfig, stage_config
-from .state import TaskDrift, ch_time
+from streams.curate.policy import Decision, Message
+from streams.curate.rows import dead_letter
+from streams.drift import store as dstore
+from streams.drift.config import CURATION_METRICS, StageConfig, stage_config
+from streams.drift.state import TaskDrift
+from streams.trigger import store as tstore
 
 log = logging.getLogger("flywheel.drift")
 
@@ -171,7 +173,7 @@ class DriftStage:
         for t in trigger_tasks:
             try:
                 await self.evaluate_trigger(t)
-            except dstore.NoExamples:
+            except tstore.NoExamples:
                 pass
             except Exception:
                 log.exception("evaluating the retrain trigger of %s failed; the timer retries", t)
@@ -217,7 +219,7 @@ class DriftStage:
         if not cfg.enabled:
             return None
         now = now or datetime.now(timezone.utc)
-        msg = await asyncio.to_thread(dstore.plan_request, self.store, cfg, name, now)
+        msg = await asyncio.to_thread(tstore.plan_request, self.store, cfg, name, now)
         if msg is None:
             return None
 
@@ -228,7 +230,7 @@ class DriftStage:
             if self.publish_request is not None:
                 await self.publish_request(m)
 
-        if await dstore.issue_request(call, publish, msg):
+        if await tstore.issue_request(call, publish, msg):
             log.warning("retrain requested for %s: %s (%s), watermark %s, gold v%d", name, msg["request_id"],
                         msg["reason"].get("detail", msg["reason"]["kind"]), msg["watermark"], msg["gold_version"])
             return msg
@@ -251,12 +253,12 @@ async def _retry(what: str, fn, *args) -> None:
     await retry_forever(what, fn, *args, log=log)
 
 
-def install(ctx) -> None:
+def install(ctx: WorkerContext) -> None:
     """Add the drift agents, timers and curate hook to ctx.app."""
     config = stage_config(ctx.tasks)  # a bad [drift]/[trigger] fails start-up, naming the key
     stage = DriftStage(ctx.tasks, config, ctx.store, ctx.settings.window_seconds)
     stage.restore()
-    ctx.drift = stage  # type: ignore[attr-defined]
+    ctx.services["drift"] = stage
     app = ctx.app
     alerts_topic = app.topic(DRIFT_ALERTS.name, value_serializer="raw", key_serializer="raw")
     requests_topic = app.topic(RETRAIN_REQUESTS.name, value_serializer="raw", key_serializer="raw")
@@ -264,11 +266,11 @@ def install(ctx) -> None:
     live_topic = app.topic(LIVE_REQUESTS.name, value_serializer="raw", key_serializer="raw")
 
     async def publish_alert(a: dict) -> None:
-        await alerts_topic.send(key=a["task"].encode(), value=orjson.dumps(a), force=True)
+        await alerts_topic.send(key=a["task"].encode(), value=messages.encode(DRIFT_ALERTS, a), force=True)
         await app.producer.flush()
 
     async def publish_request(m: dict) -> None:
-        await requests_topic.send(key=m["task"].encode(), value=orjson.dumps(m), force=True)
+        await requests_topic.send(key=m["task"].encode(), value=messages.encode(RETRAIN_REQUESTS, m), force=True)
         await app.producer.flush()
 
     async def publish_dead(key: bytes, value: bytes) -> None:
@@ -303,7 +305,7 @@ def install(ctx) -> None:
         for name in stage.drift:
             try:
                 await stage.evaluate_trigger(name)
-            except dstore.NoExamples:
+            except tstore.NoExamples:
                 pass
             except Exception as exc:
                 log.warning("drift: the retrain trigger of %s failed (%s); retried in %.0fs", name, exc,

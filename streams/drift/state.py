@@ -14,15 +14,17 @@ import math
 import pickle
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import xxhash
 
-from ..tasks import TaskConfig
-from .config import DriftConfig
-from .detectors import Change, Monitor, js_divergence, severity
+from kernel.tasks import TaskConfig
+from schemas.events import SCHEMA_VERSION
+from schemas.timefmt import ch_time, rfc3339
+from streams.drift.config import DriftConfig
+from streams.drift.detectors import Change, Monitor, js_divergence, severity
 
 STATE_FORMAT = 1
 _TOKEN = re.compile(r"\w+")
@@ -41,8 +43,6 @@ def oov_share(text: str, vocab: frozenset[str]) -> float | None:
     return sum(1 for t in toks if t not in vocab) / len(toks)
 
 
-def ch_time(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 class SeenIds:
@@ -118,7 +118,7 @@ class TaskDrift:
     def reconfigure(self, cfg: DriftConfig) -> None:
         """Apply the current config: a metric whose detector settings changed restarts."""
         self.cfg = cfg
-        from .config import METRICS
+        from streams.drift.config import METRICS
 
         for metric in METRICS:
             c = cfg.active(metric)
@@ -259,20 +259,20 @@ class TaskDrift:
             "task": self.task,
             "metric": metric,
             "detector": mon.cfg.detector,
-            "detected_at": now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "detected_at": rfc3339(now),
             "value": float(after),
             "reference": float(before),
             "severity": severity(metric, ch),
             "evidence": {
                 "before": float(before), "after": float(after), "statistic": float(ch.statistic),
                 "window_events": int(ch.window), "events_seen": ch.at, "event_id": event_id,
-                "event_ts": datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z"),
-                "window_start": datetime.fromtimestamp(w, timezone.utc).isoformat().replace("+00:00", "Z"),
+                "event_ts": rfc3339(ts, "auto"),
+                "window_start": rfc3339(w, "auto"),
                 "window_seconds": self.window_seconds,
                 "config": {k: getattr(mon.cfg, k) for k in _CONFIG_KEYS[mon.cfg.detector]},
                 **{k: v for k, v in ch.detail.items()},
             },
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
         }
         if metric == "label_mix":
             alert["reference"] = 0.0  # the divergence of the reference from itself
@@ -323,7 +323,7 @@ class TaskDrift:
             verdict = "warmup" if mon.n < mon.cfg.warmup else "ok"
         return {
             "task": self.task, "metric": metric, "detector": mon.cfg.detector,
-            "window_start": datetime.fromtimestamp(w, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "window_start": ch_time(w, 0),
             "window_seconds": self.window_seconds, "n": acc.n, "value": float(value),
             "reference": None if reference is None else float(reference),
             "statistic": None if statistic is None or not math.isfinite(statistic) else float(statistic),

@@ -1,0 +1,63 @@
+"""The ``flywheel`` command line: the root group, built from the stages' commands.
+
+This is the composition root: the only place that imports every stage. Each stage folder owns
+its commands (a ``commands`` list in its ``commands`` module); ``STAGE_COMMANDS`` is the one
+list of them, in the order of the loop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from kernel import commands as kernel_commands
+from kernel.cli import Ctx, FlywheelGroup
+from streams.curate import commands as curate_commands
+from streams.drift import commands as drift_commands
+from streams.trigger import commands as trigger_commands
+from streams.worker import commands as worker_commands
+from training.gate import commands as gate_commands
+from training.registry import commands as registry_commands
+from training.train import commands as train_commands
+
+STAGE_COMMANDS: tuple[ModuleType, ...] = (
+    worker_commands,     # up
+    kernel_commands,     # sql, gold
+    curate_commands,     # produce
+    drift_commands,      # drift
+    trigger_commands,    # retrain
+    train_commands,      # train-worker
+    gate_commands,       # gate
+    registry_commands,   # models
+)
+
+
+@click.group(cls=FlywheelGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, envvar="FLYWHEEL_DATA_DIR",
+              help="Where the embedded ClickHouse store, logs and artifacts live. [default: ./.flywheel]")
+@click.option("--tasks", "tasks", type=click.Path(path_type=Path), default=None, envvar="FLYWHEEL_TASKS_DIR",
+              help="Folder of task TOML files. [default: ./tasks]")
+@click.version_option(package_name="flywheel")
+@click.pass_context
+def main(ctx, data_dir, tasks):
+    """flywheel: curate teacher logs, watch drift, train and gate small models.
+
+    Kafka topics carry the data between stages; ClickHouse holds every table a person would
+    query. With no FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_CLICKHOUSE_URL set, everything runs
+    embedded on this machine. Start with `flywheel up`.
+
+    --data-dir and --tasks may come before or after the command.
+    """
+    ctx.obj = Ctx(data_dir, tasks)
+
+
+for _module in STAGE_COMMANDS:
+    for _cmd in _module.commands:
+        main.add_command(_cmd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

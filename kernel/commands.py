@@ -1,0 +1,69 @@
+"""Commands on the shared kernel: `flywheel sql` and `flywheel gold import`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kernel.cli import ctx
+
+FORMATS_HELP = ("ClickHouse output format: PrettyCompactMonoBlock (default), JSONEachRow, TSV, "
+                "TSVWithNames, CSVWithNames, Markdown, Vertical, ...")
+
+
+@click.command()
+@click.argument("query")
+@click.option("--format", "fmt", default="PrettyCompactMonoBlock", show_default=False, help=FORMATS_HELP)
+def sql(query, fmt):
+    """Run one ClickHouse SQL statement against flywheel's warehouse.
+
+    Works whether or not `flywheel up` runs (it asks the running process when it does).
+
+    \b
+      flywheel sql "SELECT outcome, count() FROM curation_events FINAL GROUP BY outcome"
+      flywheel sql --format CSVWithNames "SELECT * FROM curation_windows ORDER BY window_start"
+    """
+    from kernel.warehouse import WarehouseError
+
+    with ctx().store() as store:
+        try:
+            out = store.query(query, fmt)
+        except WarehouseError as exc:
+            raise click.ClickException(str(exc)) from None
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+
+
+@click.group()
+def gold():
+    """Gold sets: frozen, versioned evaluation data per task."""
+
+
+@gold.command("import")
+@click.option("--task", "task_name", required=True, help="Task name, as declared in its TOML file.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def gold_import(task_name, file):
+    """Import FILE.jsonl as a new gold set version.
+
+    Each line: {"id": "g1", "input": "...", "output": "label", "slice": "optional",
+    "teacher_output": "optional"}. The new version holds the previous one plus these lines
+    (a repeated id replaces its example); importing the same content twice makes no version.
+    """
+    from kernel.gold import GoldError, import_gold
+
+    task = ctx().task(task_name)
+    with ctx().store() as store:
+        try:
+            res = import_gold(store, task, file)
+        except GoldError as exc:
+            raise click.ClickException(str(exc)) from None
+    if res.created:
+        click.echo(f"gold set {res.task} v{res.version}: {res.n_total} examples "
+                   f"({res.n_imported} from {file.name})")
+    else:
+        click.echo(f"gold set {res.task} v{res.version} unchanged: {file.name} adds nothing new")
+
+
+commands: list = [sql, gold]

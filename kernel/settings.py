@@ -1,0 +1,174 @@
+"""Process settings: where the broker and the warehouse are, built once at start-up.
+
+Every setting comes from a CLI flag or a FLYWHEEL_* environment variable. Secrets come from
+the environment or from a file (``*_FILE`` variables) and never appear in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names the variable and the fix."""
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    if env.get(name):
+        return Secret(env[name])
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Secret(Path(path).read_text().strip())
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE={path!r} cannot be read ({exc.strerror}); "
+                                f"point it at a readable file holding the secret") from None
+    return None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={value} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str | None = None  # None: start the embedded broker
+    embedded_listen: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.bootstrap is None
+
+    @property
+    def servers(self) -> str:
+        return self.bootstrap or self.embedded_listen
+
+    def aiokafka_kwargs(self) -> dict:
+        """Connection arguments shared by every aiokafka client we build."""
+        kw: dict = {"bootstrap_servers": self.servers, "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            kw.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                      sasl_plain_password=self.sasl_password.get() if self.sasl_password else None)
+        return kw
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    url: str | None = None  # None: embedded chdb under data_dir
+    database: str = "default"
+    username: str = "default"
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".flywheel")
+    tasks_dir: Path = Path("tasks")
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    window_seconds: int = 60          # tumbling window of curation_windows
+    sink_batch_rows: int = 5000       # flush the warehouse sink at this many events...
+    sink_flush_seconds: float = 1.0   # ...or after this long, whichever comes first
+    consumer_group: str = "flywheel"
+    fetch_max_wait_ms: int = 50       # Faust hard-codes 1500 ms, which stalls a busy topic behind its idle internal one
+    dedupe_capacity: int = 1_000_000  # kept examples remembered per task for dedupe
+    session_timeout_seconds: float = 10.0  # consumer group session; Tansu joins take half of it
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from FLYWHEEL_* variables, then apply non-None overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    protocol = env.get("FLYWHEEL_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    if protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+        raise SettingsError(f"FLYWHEEL_KAFKA_SECURITY_PROTOCOL={protocol!r}: use PLAINTEXT, SSL, "
+                            "SASL_PLAINTEXT or SASL_SSL")
+    kafka = KafkaSettings(
+        bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
+        embedded_listen=env.get("FLYWHEEL_EMBEDDED_LISTEN", "127.0.0.1:9092"),
+        security_protocol=protocol,
+        sasl_mechanism=env.get("FLYWHEEL_KAFKA_SASL_MECHANISM") or None,
+        sasl_username=env.get("FLYWHEEL_KAFKA_SASL_USERNAME") or None,
+        sasl_password=_secret(env, "FLYWHEEL_KAFKA_SASL_PASSWORD"),
+    )
+    clickhouse = ClickHouseSettings(
+        url=env.get("FLYWHEEL_CLICKHOUSE_URL") or None,
+        database=env.get("FLYWHEEL_CLICKHOUSE_DATABASE", "default"),
+        username=env.get("FLYWHEEL_CLICKHOUSE_USER", "default"),
+        password=_secret(env, "FLYWHEEL_CLICKHOUSE_PASSWORD"),
+    )
+    settings = Settings(
+        data_dir=Path(env.get("FLYWHEEL_DATA_DIR", ".flywheel")),
+        tasks_dir=Path(env.get("FLYWHEEL_TASKS_DIR", "tasks")),
+        kafka=kafka,
+        clickhouse=clickhouse,
+        window_seconds=_int(env, "FLYWHEEL_WINDOW_SECONDS", 60),
+        sink_batch_rows=_int(env, "FLYWHEEL_SINK_BATCH_ROWS", 5000),
+        sink_flush_seconds=_float(env, "FLYWHEEL_SINK_FLUSH_SECONDS", 1.0),
+        consumer_group=env.get("FLYWHEEL_CONSUMER_GROUP", "flywheel"),
+        fetch_max_wait_ms=_int(env, "FLYWHEEL_FETCH_MAX_WAIT_MS", 50),
+        dedupe_capacity=_int(env, "FLYWHEEL_DEDUPE_CAPACITY", 1_000_000, minimum=1000),
+        session_timeout_seconds=_float(env, "FLYWHEEL_SESSION_TIMEOUT_SECONDS", 10.0),
+    )
+    return settings.with_overrides(**overrides)

@@ -1,0 +1,164 @@
+"""What the curate agent does with each batch, and the dedupe memory it starts from.
+
+``CuratePipeline`` decides a batch with the pure ``Curator``, sends the few events that need a
+topic (dead letters, review items), writes the batch to ClickHouse, and only then acks it, so
+offsets are committed only after the outcome is durable; a crash replays at most the
+uncommitted batch, and replays are idempotent (ReplacingMergeTree on the event id,
+content-derived insert tokens, the dedupe index recognising an id it already kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from datetime import datetime, timezone
+
+from kernel.gold import current_version, load_gold
+from kernel.retry import retry_forever
+from kernel.stage import WorkerContext
+from kernel.warehouse import Warehouse, sql_str
+from streams.curate.policy import OUTCOMES, Curator, Decision, Message
+from streams.curate.rows import batch_token, curation_event_row, dead_letter, example_row, review_item
+
+log = logging.getLogger("flywheel.curate")
+
+
+def load_state(curator: Curator, store: Warehouse, capacity: int) -> dict[str, int]:
+    """Rebuild dedupe memory from the warehouse: the most recent kept examples, in arrival
+    order, and the current gold set of each task. Returns the gold versions loaded."""
+    gold_versions = {}
+    for name in curator.tasks:
+        rows = store.rows(
+            "SELECT id, input FROM (SELECT id, input, curated_at, source_partition, source_offset "
+            f"FROM examples FINAL WHERE task = {sql_str(name)} "
+            f"ORDER BY curated_at DESC, source_partition DESC, source_offset DESC LIMIT {int(capacity)}) "
+            "ORDER BY curated_at, source_partition, source_offset")
+        curator.load_pool(name, [r["id"] for r in rows], [r["input"] for r in rows])
+        gold_versions[name] = refresh_gold(curator, store, name, -1)
+        log.info("task %s: %d kept examples and gold v%d loaded for dedupe", name, len(rows),
+                 gold_versions[name])
+    return gold_versions
+
+
+def refresh_gold(curator: Curator, store: Warehouse, task: str, loaded: int) -> int:
+    version = current_version(store, task)
+    if version != loaded:
+        _, rows = load_gold(store, task, version)
+        curator.load_gold(task, [r["id"] for r in rows], [r["input"] for r in rows])
+    return version
+
+
+class CuratePipeline:
+    """What the curate agent does with one batch. Never raises: failures are retried (the
+    warehouse, the producer) or become dead letters (a message the curator cannot handle)."""
+
+    def __init__(self, ctx: WorkerContext, curator: Curator, dead_topic, review_topic) -> None:
+        self.ctx = ctx
+        self.curator = curator
+        self.dead_topic = dead_topic
+        self.review_topic = review_topic
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.events = 0
+        self.started = time.monotonic()
+        self._inflight: asyncio.Future | None = None
+
+    def decide(self, messages: list[Message]) -> list[Decision]:
+        try:
+            return self.curator.curate(messages)
+        except Exception:  # a bug must not lose the batch: isolate the message that trips it
+            log.exception("curating a batch failed; retrying message by message")
+            out = []
+            for m in messages:
+                try:
+                    out.extend(self.curator.curate([m]))
+                except Exception as exc:
+                    out.append(Decision("invalid", f"internal error: {exc!r}; "
+                                                   f"{traceback.format_exc(limit=3)}", m))
+            return out
+
+    async def process(self, messages: list[Message]) -> None:
+        """Decide a batch and make it durable (no pipelining; for callers without a stream)."""
+        await self._finish(self.decide(messages), None, ())
+
+    async def submit(self, stream, events) -> None:
+        """Decide a batch now and write it in the background while the next batch is read.
+
+        Each event gets an extra reference, so the ack that take_events gives it when this
+        returns does not release it; the background writer acks it once the batch is durable.
+        At most one batch is being written while the next is decided (bounded buffering: a
+        slow store stalls consumption, it never grows memory)."""
+        messages = []
+        for ev in events:
+            ev.message.incref()
+            m = ev.message
+            messages.append(Message(m.value, m.partition, m.offset, m.topic, m.timestamp))
+        decisions = self.decide(messages)
+        await self.drain()
+        self._inflight = asyncio.ensure_future(self._finish(decisions, stream, events))
+
+    async def drain(self) -> None:
+        """Wait for the batch being written. Its failure stays here: its events are not acked,
+        so their offsets are never committed and a restart replays them."""
+        if self._inflight is not None:
+            try:
+                await self._inflight
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("writing a curated batch failed; it will be replayed after a restart")
+            finally:
+                self._inflight = None
+
+    async def _finish(self, decisions: list[Decision], stream, events) -> None:
+        now = datetime.now(timezone.utc)
+        await self._retry("publish dead letters and review items", self._send, decisions, now)
+        await self._retry("write the batch to ClickHouse", self._write, decisions, now)
+        for ev in events:  # durable: now the offsets may be committed
+            await stream.ack(ev)
+        for d in decisions:
+            self.counts[d.outcome] += 1
+        self.events += len(decisions)
+        for hook in self.ctx.curate_hooks:
+            try:
+                result = hook(decisions)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("a curate hook failed; the batch itself is stored")
+
+    async def _send(self, decisions: list[Decision], now: datetime) -> None:
+        sent = False
+        for d in decisions:
+            if d.outcome == "invalid":
+                key, value = dead_letter(d, now)
+                await self.dead_topic.send(key=key, value=value, force=True)
+                sent = True
+            elif d.outcome == "low_conf":
+                key, value = review_item(d)
+                await self.review_topic.send(key=key, value=value, force=True)
+                sent = True
+        if sent:
+            await self.ctx.app.producer.flush()
+
+    async def _write(self, decisions: list[Decision], now: datetime) -> None:
+        curated_at = now
+        events = [curation_event_row(d, curated_at) for d in decisions]
+        # replayed kept events are written again too: the index may know an id whose first
+        # write never landed (a batch that failed half way); ReplacingMergeTree collapses them
+        kept = [example_row(d, curated_at) for d in decisions if d.outcome == "kept"]
+        store = self.ctx.store
+        if kept:
+            await asyncio.to_thread(store.insert, "examples", kept,
+                                    batch_token([r["id"] for r in kept], "examples"))
+        await asyncio.to_thread(store.insert, "curation_events", events,
+                                batch_token([r["id"] for r in events], "curation_events"))
+
+    async def _retry(self, what: str, fn, *args) -> None:
+        await retry_forever(what, fn, *args, log=log)
+
+    def status_line(self) -> str:
+        rate = self.events / max(time.monotonic() - self.started, 1e-9)
+        parts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        return f"curated {self.events} events ({rate:.0f}/s): {parts or 'none yet'}"

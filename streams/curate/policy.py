@@ -1,0 +1,181 @@
+"""The curation decision: every teacher log gets exactly one outcome, in this order.
+
+| outcome        | when                                                                  |
+| -------------- | --------------------------------------------------------------------- |
+| ``invalid``      | undecodable bytes, not JSON, fails the message schema, unknown task   |
+| ``off_schema``   | output is not one of the task's labels / fails its output schema      |
+| ``low_conf``     | confidence below the task's floor                                      |
+| ``gold_overlap`` | input is an exact or near duplicate of a gold example of the task      |
+| ``exact_dupe``   | same normalised input as an earlier kept example of the task           |
+| ``near_dupe``    | shingle Jaccard to an earlier kept example >= the task's threshold     |
+| ``kept``         | all checks passed                                                      |
+
+``check_*`` are pure functions of one event. ``Curator`` applies them to a batch in arrival
+order with the per-task dedupe memory (no I/O: the Faust agent decodes nothing itself, it
+hands raw bytes here and routes the decisions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from kernel.similarity import exact_hash, id_hash, normalise, signatures
+from kernel.tasks import TaskConfig, label_of, output_problem
+from schemas.events import InvalidMessage, SchemaError, TeacherLog, load_message
+from streams.curate.dedupe import DedupeIndex
+
+OUTCOMES = ("invalid", "off_schema", "low_conf", "gold_overlap", "exact_dupe", "near_dupe", "kept")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A record as read from Kafka: the raw value bytes and where it came from."""
+
+    value: bytes | None
+    partition: int = 0
+    offset: int = 0
+    topic: str = "teacher.logs"
+    timestamp: float | None = None  # the record's Kafka timestamp, seconds
+
+
+@dataclass(slots=True)
+class Decision:
+    outcome: str
+    reason: str
+    message: Message
+    log: TeacherLog | None = None
+    label: str = ""
+    slice: str = ""
+    input_hash: int = 0
+    matched_id: str = ""
+    replay: bool = False  # kept earlier already (same id seen again)
+
+
+Invalid = InvalidMessage
+
+
+def decode(raw: bytes | None, tasks: Mapping[str, TaskConfig]) -> TeacherLog:
+    """Bytes to a validated TeacherLog of a known task, or Invalid naming the problem."""
+    obj = load_message(raw, "teacher.logs.schema.json")
+    try:
+        log = TeacherLog.from_obj(obj, validated=True)
+    except SchemaError as exc:
+        raise Invalid(f"schema: {exc}") from None
+    if log.task not in tasks:
+        raise Invalid(f"unknown task {log.task!r}; declared tasks: {sorted(tasks)}")
+    return log
+
+
+def check_output(log: TeacherLog, task: TaskConfig) -> str | None:
+    """None when the output is valid for the task, else why not."""
+    return output_problem(log.output, task)
+
+
+def check_confidence(log: TeacherLog, task: TaskConfig) -> str | None:
+    if log.confidence < task.min_confidence:
+        return f"confidence {log.confidence:.3f} below the task's floor {task.min_confidence:.3f}"
+    return None
+
+
+class Curator:
+    """Stateful curation of batches, deterministic for a given arrival order."""
+
+    def __init__(self, tasks: Mapping[str, TaskConfig], capacity: int = 1_000_000) -> None:
+        self.tasks = dict(tasks)
+        self.capacity = capacity
+        self.pool: dict[str, DedupeIndex] = {}
+        self.gold: dict[str, DedupeIndex] = {}
+
+    def _pool(self, task: str) -> DedupeIndex:
+        idx = self.pool.get(task)
+        if idx is None:
+            idx = self.pool[task] = DedupeIndex(self.tasks[task].near_duplicate_threshold, self.capacity)
+        return idx
+
+    # -- state loading (from the warehouse at start-up, from gold sets when they change) ---
+    def load_pool(self, task: str, ids: list[str], inputs: list[str]) -> None:
+        """Remember kept examples in arrival order (the most recent ``capacity`` survive)."""
+        idx = self._pool(task)
+        self._add(idx, self.tasks[task], ids, inputs)
+
+    def load_gold(self, task: str, ids: list[str], inputs: list[str]) -> None:
+        """Replace the task's gold memory with this gold set."""
+        cfg = self.tasks[task]
+        idx = self.gold[task] = DedupeIndex(cfg.near_duplicate_threshold, capacity=max(len(ids), 1))
+        self._add(idx, cfg, ids, inputs)
+        idx.compact()
+
+    @staticmethod
+    def _add(idx: DedupeIndex, cfg: TaskConfig, ids: list[str], inputs: list[str], chunk: int = 4096) -> None:
+        for s in range(0, len(ids), chunk):
+            norm = [normalise(x) for x in inputs[s:s + chunk]]
+            sigs = signatures(norm, cfg.shingle_size)
+            ex = np.fromiter((exact_hash(x) for x in norm), dtype=np.uint64, count=len(norm))
+            idh = np.fromiter((id_hash(x) for x in ids[s:s + chunk]), dtype=np.uint64, count=len(norm))
+            idx.add_many(ids[s:s + chunk], idh, sigs, idx.keys_for(sigs, ex))
+
+    # -- the decision -------------------------------------------------------------------
+    def curate(self, messages: Iterable[Message]) -> list[Decision]:
+        decisions: list[Decision] = []
+        pending: dict[str, list[Decision]] = {}  # task -> decisions awaiting the dedupe stage
+        for msg in messages:
+            try:
+                log = decode(msg.value, self.tasks)
+            except Invalid as exc:
+                decisions.append(Decision("invalid", str(exc), msg))
+                continue
+            task = self.tasks[log.task]
+            label = label_of(log.output)
+            d = Decision("", "", msg, log, label, task.slice_rule.slice_of(label, log.meta))
+            decisions.append(d)
+            reason = check_output(log, task)
+            if reason:
+                d.outcome, d.reason = "off_schema", reason
+                continue
+            reason = check_confidence(log, task)
+            if reason:
+                d.outcome, d.reason = "low_conf", reason
+                continue
+            pending.setdefault(log.task, []).append(d)
+        for task_name, group in pending.items():
+            self._dedupe(self.tasks[task_name], group)
+        return decisions
+
+    def _dedupe(self, cfg: TaskConfig, group: list[Decision]) -> None:
+        norm = [normalise(d.log.input) for d in group]
+        sigs = signatures(norm, cfg.shingle_size)
+        ex = np.fromiter((exact_hash(x) for x in norm), dtype=np.uint64, count=len(norm))
+        pool = self._pool(cfg.name)
+        keys = pool.keys_for(sigs, ex)  # gold and pool share the threshold, so the same keys
+        gold = self.gold.get(cfg.name)
+        pre_pool = pool.prefetch(keys)
+        pre_gold = gold.prefetch(keys) if gold is not None else None
+        keys_l = keys.tolist()
+        ex_l = ex.tolist()
+        for i, d in enumerate(group):
+            d.input_hash = ex_l[i]
+            if gold is not None:
+                g = gold.match(sigs[i], keys_l[i], None, pre_gold, i)
+                if g is not None:
+                    d.outcome, d.matched_id = "gold_overlap", g.entry_id
+                    d.reason = (f"input {'equals' if g.kind == 'exact' else 'is a near duplicate of'} "
+                                f"gold example {g.entry_id!r} (similarity {g.similarity:.2f})")
+                    continue
+            idh = id_hash(d.log.id)
+            m = pool.match(sigs[i], keys_l[i], idh, pre_pool, i)
+            if m is None:
+                d.outcome = "kept"
+                pool.add(d.log.id, idh, sigs[i], keys_l[i])
+            elif m.kind == "self":
+                d.outcome, d.replay, d.reason = "kept", True, "replayed event, kept before"
+            elif m.kind == "exact":
+                d.outcome, d.matched_id = "exact_dupe", m.entry_id
+                d.reason = f"same normalised input as kept example {m.entry_id!r}"
+            else:
+                d.outcome, d.matched_id = "near_dupe", m.entry_id
+                d.reason = (f"similarity {m.similarity:.2f} >= {cfg.near_duplicate_threshold:.2f} "
+                            f"to kept example {m.entry_id!r}")
+        pool.maybe_compact()

@@ -1,0 +1,90 @@
+"""Decisions to warehouse rows and topic messages: pure functions, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+import xxhash
+
+from schemas import messages
+from schemas.timefmt import rfc3339
+from schemas.topics import REVIEW_QUEUE
+from streams.curate.policy import Decision
+
+
+def event_id(d: Decision) -> str:
+    """The event id; for undecodable messages a stable one made from where and what they were
+    (a replay of the same record gets the same id, a different record never does)."""
+    if d.log is not None:
+        return d.log.id
+    m = d.message
+    digest = xxhash.xxh3_64_hexdigest(m.value or b"")
+    return f"invalid:{m.topic}:{m.partition}:{m.offset}:{digest}"
+
+
+def message_time(d: Decision) -> datetime:
+    """The event's time: the log's own ts, else the Kafka record's timestamp."""
+    if d.log is not None:
+        return d.log.ts
+    return datetime.fromtimestamp(d.message.timestamp or 0.0, timezone.utc)
+
+
+def curation_event_row(d: Decision, curated_at: datetime) -> dict:
+    log = d.log
+    return {
+        "id": event_id(d),
+        "ts": log.ts if log is not None else message_time(d),
+        "task": log.task if log else "",
+        "outcome": d.outcome,
+        "reason": d.reason,
+        "slice": d.slice,
+        "label": d.label,
+        "confidence": log.confidence if log else None,
+        "teacher": log.teacher if log else "",
+        "input_hash": d.input_hash,
+        "matched_id": d.matched_id,
+        "source_partition": d.message.partition,
+        "source_offset": d.message.offset,
+        "curated_at": curated_at,
+    }
+
+
+def example_row(d: Decision, curated_at: datetime) -> dict:
+    log = d.log
+    return {
+        "id": log.id, "ts": log.ts, "task": log.task, "input": log.input, "output": d.label,
+        "slice": d.slice, "confidence": log.confidence, "teacher": log.teacher,
+        "meta": orjson.dumps(log.meta).decode(), "input_hash": d.input_hash,
+        "source_partition": d.message.partition, "source_offset": d.message.offset,
+        "curated_at": curated_at,
+    }
+
+
+def dead_letter(d: Decision, dead_at: datetime) -> tuple[bytes, bytes]:
+    """(key, value) for dead.letters: the reason and the original bytes, base64."""
+    m = d.message
+    return messages.dead_letter(source_topic=m.topic, partition=m.partition, offset=m.offset, reason=d.reason,
+                                original=m.value, id=d.log.id if d.log else None, dead_at=dead_at)
+
+
+def review_item(d: Decision) -> tuple[bytes, bytes]:
+    log = d.log
+    value = {
+        "id": log.id, "task": log.task, "kind": "low_conf", "input": log.input, "output": log.output,
+        "confidence": log.confidence, "slice": d.slice, "reason": d.reason,
+        "source": {"topic": d.message.topic, "partition": d.message.partition, "offset": d.message.offset,
+                   "teacher": log.teacher, "ts": rfc3339(log.ts, "auto")},
+    }
+    return log.task.encode(), messages.encode(REVIEW_QUEUE, value)
+
+
+def batch_token(ids: list[str], table: str) -> str:
+    """Insert deduplication token from a batch's content: a retried identical batch is dropped;
+    offsets are not used because the embedded broker restarts them from 0."""
+    h = xxhash.xxh3_128()
+    h.update(table.encode())
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()

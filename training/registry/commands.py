@@ -1,0 +1,46 @@
+"""CLI command of the registry: `flywheel models`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kernel.cli import ctx
+from training.registry.store import registry_store
+
+
+@click.command("models")
+@click.option("--task", "task_name", required=True, help="Task name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def models_cmd(task_name, as_json):
+    """List the model versions of a task with status and scores."""
+    from training.registry import store as st
+
+    c = ctx()
+    c.task(task_name)
+    store = registry_store(c)
+    try:
+        rows = st.list_models(store, task_name)
+    finally:
+        store.close()
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    if not rows:
+        click.echo(f"no model versions for task {task_name!r} yet")
+        return
+    table = [("version", "status", "gold", "score", "baseline", "dataset", "created_at")]
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{float(v):.4f}"  # noqa: E731
+        table.append((r["version"], r["status"], f"v{r['gold_version']}", fmt(r["overall_score"]),
+                      fmt(r["baseline_score"]), r["dataset_hash"][:12], r["created_at"]))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+commands: list = [models_cmd]

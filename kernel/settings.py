@@ -128,6 +128,9 @@ class Settings:
     fetch_max_wait_ms: int = 50       # Faust hard-codes 1500 ms, which stalls a busy topic behind its idle internal one
     dedupe_capacity: int = 1_000_000  # kept examples remembered per task for dedupe
     session_timeout_seconds: float = 10.0  # consumer group session; Tansu joins take half of it
+    train_lease_seconds: float = 60.0      # a training run without a heartbeat this long is retried
+    train_heartbeat_seconds: float = 5.0
+    train_session_timeout_ms: int = 10_000
 
     @property
     def chdb_path(self) -> Path:
@@ -170,5 +173,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         fetch_max_wait_ms=_int(env, "FLYWHEEL_FETCH_MAX_WAIT_MS", 50),
         dedupe_capacity=_int(env, "FLYWHEEL_DEDUPE_CAPACITY", 1_000_000, minimum=1000),
         session_timeout_seconds=_float(env, "FLYWHEEL_SESSION_TIMEOUT_SECONDS", 10.0),
+        train_lease_seconds=_float(env, "FLYWHEEL_TRAIN_LEASE_SECONDS", 60.0),
+        train_heartbeat_seconds=_float(env, "FLYWHEEL_TRAIN_HEARTBEAT_SECONDS", 5.0),
+        train_session_timeout_ms=_int(env, "FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS", 10_000),
     )
     return settings.with_overrides(**overrides)

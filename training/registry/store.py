@@ -73,10 +73,13 @@ def list_models(store: Warehouse, task: str) -> list[dict]:
 
 
 def incumbent(store: Warehouse, task: str, exclude: str | None = None) -> dict | None:
-    """The model that serves now: the latest promoted version, else the latest approved.
+    """The model that serves now: the latest serving version, else the latest approved, else the
+    latest retired.
     ``exclude`` leaves one version out (a candidate is never its own baseline)."""
     other = f" AND version != {q(exclude)}" if exclude else ""
-    for status in (ModelState.SERVING, "promoted", ModelState.APPROVED):  # "promoted": written by flywheel < 0.2
+    # "promoted" was written by flywheel < 0.2; a retired version is the baseline of last resort
+    # (re-gating the serving version compares it with the one it replaced)
+    for status in (ModelState.SERVING, "promoted", ModelState.APPROVED, ModelState.RETIRED):
         rows = store.rows(f"SELECT * FROM model_registry FINAL WHERE task = {q(task)} AND status = {q(str(status))}"
                           f"{other} ORDER BY seq DESC, created_at DESC LIMIT 1")
         if rows:

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -46,9 +46,10 @@ PERMANENT = (DatasetError, GateError, TaskConfigError, ValueError, FileNotFoundE
 @dataclass
 class WorkerOptions:
     group: str = "flywheel-training"
-    lease_seconds: float = float(os.environ.get("FLYWHEEL_TRAIN_LEASE_SECONDS", "60"))
-    heartbeat_seconds: float = float(os.environ.get("FLYWHEEL_TRAIN_HEARTBEAT_SECONDS", "5"))
-    session_timeout_ms: int = int(os.environ.get("FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS", "10000"))
+    # None: from Settings (FLYWHEEL_TRAIN_LEASE_SECONDS, _HEARTBEAT_SECONDS, _SESSION_TIMEOUT_MS)
+    lease_seconds: float | None = None
+    heartbeat_seconds: float | None = None
+    session_timeout_ms: int | None = None
     max_requests: int | None = None    # stop after handling this many messages (tests, batch runs)
     idle_exit_seconds: float | None = None  # stop when nothing arrives for this long
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -212,7 +213,13 @@ async def run_worker(settings, tasks: dict[str, TaskConfig], store: Warehouse,
     """Consume retrain.requests until stopped (or max_requests / idle_exit_seconds)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    opts = opts or WorkerOptions()
+    opts = replace(opts or WorkerOptions())
+    if opts.lease_seconds is None:
+        opts.lease_seconds = settings.train_lease_seconds
+    if opts.heartbeat_seconds is None:
+        opts.heartbeat_seconds = settings.train_heartbeat_seconds
+    if opts.session_timeout_ms is None:
+        opts.session_timeout_ms = settings.train_session_timeout_ms
     consumer = AIOKafkaConsumer(
         RETRAIN_REQUESTS.name, **settings.kafka.aiokafka_kwargs(), group_id=opts.group,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=1,
@@ -274,7 +281,8 @@ async def _handle(msg, settings, tasks, store, opts, producer) -> Outcome | None
             log.info("request %s already %s (%s): skipped", rid, existing["status"], existing["model_version"])
             return Outcome(rid, task, "skipped", existing["model_version"], message=existing["status"])
         attempt = int(existing["attempt"]) + 1 if existing else 1
-        if existing and existing.get("model_version"):
+        if existing and existing.get("model_version") and st.get_model(store, task, existing["model_version"]):
+            # the dead attempt registered its version before dying: it will never be gated
             st.transition(store, task, existing["model_version"], ModelState.ABANDONED)
         log.info("request %s (%s, watermark %s): attempt %d", rid, task, req["watermark"], attempt)
         try:

@@ -161,7 +161,7 @@ def stage_cost(n=100_000, batch=5000):
         blob = td.dumps()
     dumps_ms = (time.perf_counter() - t) / 20 * 1e3
     return {"curation_metrics_us_per_event": round(curation_us, 2), "live_metrics_us_per_event": round(live_us, 2),
-            "snapshot_pickle_ms": round(dumps_ms, 2), "snapshot_bytes": len(blob), "batch": batch}
+            "snapshot_json_ms": round(dumps_ms, 2), "snapshot_bytes": len(blob), "batch": batch}
 
 
 def curate_throughput(n=40_000, batch=5000):

@@ -3,17 +3,23 @@ points: an abrupt shift is detected, a gradual one is detected, a stationary str
 
 from __future__ import annotations
 
+import base64
+import io
+import logging
 import math
 import pickle
 from dataclasses import replace
+from pathlib import Path
 from datetime import datetime, timezone
 
 import numpy as np
+import orjson
 import pytest
 
 from kernel.tasks import TaskConfigError, parse_task
 from streams.drift.config import _DEFAULTS, drift_config
-from streams.drift.detectors import Monitor
+from streams.drift import legacy
+from streams.drift.detectors import Monitor, StateError
 from streams.drift.state import TaskDrift, oov_share
 from streams.trigger.config import trigger_config
 
@@ -222,7 +228,8 @@ def test_bad_config_names_file_key_and_fix():
     assert t.cooldown_s == 1800 and t.min_new_examples == 50 and t.refresh_every == 5000
     d = drift_config(cfg({"input_length": {"detector": "kswin", "alpha": 1e-6}}))
     assert d.metrics["input_length"].detector == "kswin" and d.metrics["input_length"].alpha == 1e-6
-    assert pickle.loads(pickle.dumps(Monitor(d.metrics["input_length"]))).cfg.detector == "kswin"
+    mon = Monitor(d.metrics["input_length"])
+    assert Monitor.from_state(snapshot(mon), d.metrics["input_length"]).det.kind == "kswin"
 
 
 # -- hysteresis: one change in the world, one alert ------------------------------------------------
@@ -293,7 +300,12 @@ def test_hysteresis_off_and_both_directions():
     assert len(hits) == 2 and hits[1] >= CHANGE + 30_000 and mon.drift_sign == 1, hits
 
 
-def test_hysteresis_state_pickles_and_old_snapshots_load():
+def snapshot(obj) -> dict:
+    """What drift_state stores of a detector or monitor: its to_state() through JSON."""
+    return orjson.loads(orjson.dumps(obj.to_state()))
+
+
+def test_hysteresis_state_snapshots_and_old_snapshots_load():
     rng = np.random.default_rng(4)
     cfg = _DEFAULTS["off_schema_rate"]
     xs = steps(rng, (0.01, CHANGE), (0.05, 60_000), (0.12, 20_000))
@@ -307,24 +319,207 @@ def test_hysteresis_state_pickles_and_old_snapshots_load():
             cut = s + 500
             break
     assert cut is not None and mon.due > mon.n
-    again = pickle.loads(pickle.dumps(mon))
+    again = Monitor.from_state(snapshot(mon), cfg)
     assert (again.drift_sign, again.drift_from, again.due) == (mon.drift_sign, mon.drift_from, mon.due)
     got = [h + cut for h in alerts_of(again, xs[cut:])]
     assert got == straight[1:] and len(straight) == 2
-    # a monitor pickled before hysteresis existed (no such attributes): loads, not in drift
-    old = Monitor(cfg)
-    alerts_of(old, xs[:CHANGE + 5000])
+    # a monitor of the old pickle format from before hysteresis existed (no such attributes):
+    # it loads, not in drift, and raises the alert an uninterrupted run raised
+    fixture = legacy_fixture()
+    _, old = legacy._Reader(io.BytesIO(base64.b64decode(fixture["state_base64"]))).load()
+    old_mon = old.state["monitors"]["off_schema_rate"]
     for key in ("drift_sign", "drift_from", "drift_level", "pending", "due"):
-        del old.__dict__[key]
-    old_cfg = cfg.__dict__.copy()
-    del old_cfg["rearm_effect"], old_cfg["rearm_events"]
-    old.cfg = replace(cfg)
-    old.cfg.__dict__.clear()
-    old.cfg.__dict__.update(old_cfg)
-    loaded = pickle.loads(pickle.dumps(old))
+        del old_mon.state[key]
+    for key in ("rearm_effect", "rearm_events"):
+        del old_mon.state["cfg"].state[key]
+    loaded = Monitor.from_state(legacy._monitor(old_mon), cfg)
     assert loaded.drift_sign == 0 and loaded.pending is None and loaded.due == -1
-    assert loaded.cfg == cfg and loaded.cfg.rearm == 2 * cfg.min_effect  # TaskDrift keeps the monitor
-    alerts_of(loaded, xs[CHANGE + 5000:])
+    assert loaded.cfg == cfg and loaded.cfg.rearm == 2 * cfg.min_effect
+    assert loaded.n == fixture["monitor_n_at_cut"]["off_schema_rate"]
+    items = legacy_items()
+    n0 = loaded.n
+    off = [1.0 if it[1] == "off_schema" else 0.0 for it in items[n0:]]
+    hits = [n0 + i + 1 for i in alerts_of(loaded, off)]  # as the monitor counts events (1-based)
+    expected = [a["events_seen"] for a in fixture["alerts_after_cut"] if a["metric"] == "off_schema_rate"]
+    assert hits == expected and len(expected) == 1
+
+
+# -- snapshots: versioned plain data, restored detectors behave as uninterrupted ones -------------
+FIXTURE = Path(__file__).parent / "data" / "drift_state_format1.json"
+
+
+def legacy_fixture() -> dict:
+    """A drift_state snapshot in the pickle format (state format 1) written by commit dcf7980's
+    TaskDrift.dumps() after 20 batches of ``legacy_items`` (and 3 of ``legacy_live``), with the
+    alerts that run raised after that point without interruption."""
+    return orjson.loads(FIXTURE.read_bytes())
+
+
+def legacy_items() -> list[tuple]:
+    rng = np.random.default_rng(4)
+    off = np.concatenate([rng.random(30_000) < 0.01, rng.random(20_000) < 0.10])
+    conf = rng.normal(0.9, 0.05, 50_000).round(4)
+    labs = rng.choice(LABELS, 50_000, p=[0.4, 0.3, 0.2, 0.1])
+    return [(f"e{i}", "off_schema" if off[i] else "kept", float(conf[i]), str(labs[i]), 1_700_000_000 + i / 100)
+            for i in range(50_000)]
+
+
+def test_old_pickle_snapshot_converts_and_raises_the_uninterrupted_alerts():
+    fixture = legacy_fixture()
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    cfg = drift_config(task)
+    td = TaskDrift.loads(base64.b64decode(fixture["state_base64"]), task, cfg, 60)
+    td.set_reference(REF, frozenset({"w0", "w1", "shop"}))
+    assert {m: mon.n for m, mon in td.monitors.items()} == fixture["monitor_n_at_cut"]
+    notes = " ".join(td.restore_notes)
+    assert "pickle format" in notes and "confidence_mean: Page-Hinkley recalibrates" in notes
+    items, cut = legacy_items(), fixture["cut_batches"]
+    batches = [items[s:s + 1000] for s in range(0, len(items), 1000)]
+    # the last batch before the snapshot is delivered again: its events are known, skipped
+    assert td.observe_curation_batch(batches[cut - 1], NOW) == []
+    assert td.monitors["off_schema_rate"].n == fixture["monitor_n_at_cut"]["off_schema_rate"]
+    got = [{"alert_id": a["alert_id"], "metric": a["metric"], "events_seen": a["evidence"]["events_seen"]}
+           for b in batches[cut:] for a in td.observe_curation_batch(b, NOW)]
+    assert got == fixture["alerts_after_cut"] and len(got) == 1
+    # and it is written back in today's format
+    assert td.dumps()[:1] == b"{" and TaskDrift.loads(td.dumps(), task, cfg, 60).monitors["off_schema_rate"].n == 50_000
+
+
+def test_unreadable_snapshots_start_fresh_detectors_and_say_so(store):
+    from streams.drift import store as dstore
+    from streams.drift.config import stage_config
+    from streams.drift.stage import DriftStage
+
+    task = parse_task({"name": "tx", "labels": list(LABELS)})
+    cfg = drift_config(task)
+    td = TaskDrift(task, cfg)
+    td.observe_curation_batch([(f"e{i}", "kept", 0.9, "a", 1e9) for i in range(300)], NOW)
+    good = td.to_state()
+    # a river upgrade that cannot read the pickled ADWIN: that metric alone starts fresh
+    broken = orjson.loads(orjson.dumps(good))
+    broken["monitors"]["off_schema_rate"]["detector"]["river_adwin_pickle"] = base64.b64encode(b"junk").decode()
+    again = TaskDrift.from_state(broken, task, cfg, 60)
+    assert again.monitors["off_schema_rate"].n == 0 and again.monitors["low_conf_rate"].n == 300
+    assert any("off_schema_rate starts fresh" in n and "ADWIN" in n for n in again.restore_notes)
+    # whole snapshots that cannot be used: fresh detectors and a warning naming why
+    newer = dict(good, state_version=99)
+    for blob, why in [(pickle.dumps((1, {"not": "a TaskDrift"})), "format"),
+                      (pickle.dumps((7, None)), "format"),
+                      (b"\x80\x04garbage", "neither JSON nor"),
+                      (orjson.dumps(newer), "state_version 99")]:
+        with pytest.raises(StateError, match=why):
+            TaskDrift.loads(blob, task, cfg, 60)
+        dstore.save_states(store, [("tx", 10**6, td.dumps())])
+        dstore.save_states(store, [("tx", 10**7, blob)]) if blob[:1] == b"{" else store.insert(
+            "drift_state", [{"task": "tx", "version": 10**7, "saved_at": "2026-01-01 00:00:00.000",
+                             "state": base64.b64encode(blob).decode()}])
+        stage = DriftStage({"tx": task}, stage_config({"tx": task}), store)
+        stage.restore()
+        assert all(m.n == 0 for m in stage.drift["tx"].monitors.values())
+        warnings_ = [n for level, n in stage.notes if level == logging.WARNING]
+        assert len(warnings_) == 1 and "unusable" in warnings_[0] and "starting fresh detectors" in warnings_[0]
+        store.command("TRUNCATE TABLE drift_state")
+    # the snapshot written today restores through the store
+    dstore.save_states(store, [("tx", 5, td.dumps())])
+    stage = DriftStage({"tx": task}, stage_config({"tx": task}), store)
+    stage.restore()
+    assert stage.drift["tx"].monitors["off_schema_rate"].n == 300
+
+
+@pytest.mark.parametrize("metric", ["off_schema_rate", "confidence_mean", "input_length", "label_mix"])
+def test_each_detector_kind_restores_to_the_uninterrupted_run(metric):
+    """Snapshot mid-stream (JSON), restore, go on: the same changes at the same events."""
+    rng = np.random.default_rng(21)
+    cfg = _DEFAULTS[metric]
+    if metric == "input_length":
+        cfg = replace(cfg, detector="kswin", alpha=1e-5, window_size=300, stat_size=100, sample_every=10)
+        xs = np.concatenate([rng.normal(4.1, 0.4, CHANGE), rng.normal(4.5, 0.4, 20_000)]).tolist()
+    elif metric == "confidence_mean":
+        xs = np.concatenate([rng.normal(0.9, 0.05, CHANGE), rng.normal(0.85, 0.05, 20_000)]).tolist()
+    elif metric == "label_mix":
+        xs = label_stream(rng, [0.25, 0.3, 0.2, 0.25])
+    else:
+        xs = bernoulli(rng, 0.01, 0.10)
+    labels = LABELS if metric == "label_mix" else None
+
+    def changes(mon, ys, base=0):
+        out = []
+        for s in range(0, len(ys), 5000):
+            out += [(base + s + i, ch.before, ch.after, ch.alert, ch.suppressed) for i, ch in mon.update_many(ys[s:s + 5000])]
+        return out
+
+    def fresh():
+        m = Monitor(cfg, labels)
+        if labels:
+            m.det.set_reference(REF)
+        return m
+
+    straight = changes(fresh(), xs)
+    assert any(c[3] for c in straight)
+    for cut in (CHANGE - 5000, CHANGE + 15_000):
+        first = fresh()
+        head = changes(first, xs[:cut])
+        state = snapshot(first)
+        assert state["state_version"] == 1 and state["detector"]["kind"] == cfg.detector
+        again = Monitor.from_state(state, cfg, labels)
+        if labels:
+            again.det.set_reference(REF)
+        assert head + changes(again, xs[cut:], cut) == straight
+
+
+def test_page_hinkley_and_kswin_match_rivers():
+    """The Page-Hinkley and KSWIN implemented here decide as river's do on the same values."""
+    from river import drift as rdrift
+
+    from streams.drift.detectors import Kswin, PageHinkley
+
+    rng = np.random.default_rng(8)
+    xs = np.concatenate([rng.normal(5, 2, 3000), rng.normal(6.6, 2, 3000), rng.normal(4, 2, 3000)]).tolist()
+    for mode in ("up", "down", "both"):
+        ours, theirs = PageHinkley(delta=0.25, threshold=20.0, warmup=200, mode=mode), None
+        a, b = [], []
+        for i, x in enumerate(xs):
+            calibrated, mu, sd = ours.calibrated, ours.mu, ours.sd
+            ours.update(x)
+            a += [i] if ours.drift_detected else []
+            if calibrated:  # river's on the same z-scores; a fresh one after each detection, as ours
+                theirs = theirs or rdrift.PageHinkley(min_instances=1, delta=0.25, threshold=20.0, alpha=1.0,
+                                                      mode=mode)
+                theirs.update((x - mu) / sd)
+                if theirs.drift_detected:
+                    b.append(i)
+                    theirs = None
+        assert a == b and a, mode
+    xs = np.concatenate([rng.normal(0, 1, 2000), rng.normal(1, 1, 2000)]).tolist()
+    ours, theirs = Kswin(alpha=1e-4, window_size=100, stat_size=30, sample_every=1, seed=3), \
+        rdrift.KSWIN(alpha=1e-4, window_size=100, stat_size=30, seed=3)
+    a, b = [], []
+    for i, x in enumerate(xs):
+        ours.update(x)
+        theirs.update(x)
+        a += [i] if ours.drift_detected else []
+        b += [i] if theirs.drift_detected else []
+    assert a == b and a
+
+
+def test_detectors_follow_one_protocol():
+    from streams.drift.detectors import DETECTORS, make_detector
+
+    assert set(DETECTORS) == {"adwin", "page_hinkley", "kswin", "chi2_jsd"}
+    for name, cls in DETECTORS.items():
+        cfg = next(c for c in _DEFAULTS.values() if c.detector == name) if name != "kswin" \
+            else replace(_DEFAULTS["input_length"], detector="kswin")
+        det = make_detector(cfg, LABELS)
+        assert type(det) is cls and det.drift_detected is False and det.change is None
+        with pytest.raises(AttributeError):
+            det.drift_detected = True  # read-only
+        state = snapshot(det)
+        assert state["kind"] == name and state["state_version"] == 1
+        assert type(cls.from_state(state)) is cls
+        with pytest.raises(StateError, match="cannot restore"):
+            cls.from_state(dict(state, kind="other"))
+    with pytest.raises(ValueError, match="unknown detector 'nope'"):
+        make_detector(replace(_DEFAULTS["oov_rate"], detector="nope"))
 
 
 def test_rearm_config_is_validated():

@@ -87,12 +87,15 @@ class DriftStage:
                 version, blob = snap
                 self.versions[name] = version
                 try:
-                    td = TaskDrift.loads(blob, task, cfg, self.window_seconds)
+                    td = TaskDrift.loads(blob, task, cfg, self.window_seconds, self.seen_capacity)
                     self.notes.append((logging.INFO, f"drift {name}: detector state v{version} restored ("
                                        + ", ".join(f"{m} n={mon.n}" for m, mon in td.monitors.items()) + ")"))
-                except Exception as exc:  # an old format or a river upgrade: start fresh, say so
+                    for note in td.restore_notes:
+                        self.notes.append((logging.WARNING, f"drift {name}: state snapshot v{version}: {note}"))
+                except Exception as exc:  # unreadable (another format, a river upgrade): start fresh, say so
                     self.notes.append((logging.WARNING, f"drift {name}: state snapshot v{version} unusable "
-                                                        f"({exc}); starting fresh detectors"))
+                                                        f"({exc}); starting fresh detectors (they re-learn the "
+                                                        "stream: alerts need their warm-up again)"))
             else:
                 self.notes.append((logging.INFO, f"drift {name}: no saved detector state; fresh detectors"))
             self.drift[name] = td or TaskDrift(task, cfg, self.window_seconds, self.seen_capacity)

@@ -1,32 +1,36 @@
 """Per-task drift state: monitors, open windows, recently seen event ids, unpublished alerts.
 
-Pure (no I/O). ``TaskDrift`` is pickled whole into ``drift_state`` after every batch, before
-the batch's offsets are committed, so after a crash the restored state already holds every
-committed event; the ids of the last ``seen_capacity`` events per source are part of it, so
-events replayed after the crash are recognised and skipped (the statistics count each event
-once). The training reference (label shares, vocabulary) is not pickled: it is re-read from
-the warehouse.
+Pure (no I/O). ``TaskDrift.dumps()`` writes a versioned snapshot (JSON of ``to_state()``:
+plain data, ``state_version`` 2) into ``drift_state`` after every batch, before the batch's
+offsets are committed, so after a crash the restored state already holds every committed
+event; the ids of the last ``seen_capacity`` events per source are part of it, so events
+replayed after the crash are recognised and skipped (the statistics count each event once).
+The training reference (label shares, vocabulary) is not in it: it is re-read from the
+warehouse. Snapshots of the older pickle format (state format 1) are converted on load by
+``streams.drift.legacy``; one that cannot be read raises ``StateError`` and the caller starts
+fresh detectors, saying so.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-import pickle
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import xxhash
 
 from kernel.tasks import TaskConfig
 from schemas.events import SCHEMA_VERSION
 from schemas.timefmt import ch_time, rfc3339
 from streams.drift.config import DriftConfig
-from streams.drift.detectors import Change, Monitor, js_divergence, severity
+from streams.drift.detectors import Change, Monitor, StateError, js_divergence, severity
 
-STATE_FORMAT = 1
+STATE_VERSION = 2  # of TaskDrift.to_state(); 1 was the pickle of the whole object graph
 _TOKEN = re.compile(r"\w+")
 _VERDICT_RANK = {"no_reference": 0, "warmup": 1, "ok": 2, "suppressed": 3, "drift": 4}
 
@@ -69,17 +73,44 @@ class SeenIds:
             self.pos, self.full = 0, True
         return True
 
-    def __getstate__(self):
+    def to_state(self) -> dict:
+        """The ring as base64 of little-endian uint64 (xxh3-64 of the ids), oldest slot first."""
         used = self.ring if self.full else self.ring[:self.pos]
-        return {"capacity": self.capacity, "ring": used.tobytes(), "pos": self.pos, "full": self.full}
+        return {"capacity": self.capacity, "pos": self.pos, "full": self.full,
+                "ring_u64le": base64.b64encode(used.astype("<u8").tobytes()).decode()}
 
-    def __setstate__(self, s):
-        self.capacity, self.pos, self.full = s["capacity"], s["pos"], s["full"]
-        self.ring = np.zeros(self.capacity, dtype=np.uint64)
-        used = np.frombuffer(s["ring"], dtype=np.uint64)
-        self.ring[:len(used)] = used
-        n = self.capacity if self.full else self.pos
-        self.set = set(int(x) for x in self.ring[:n])
+    @classmethod
+    def from_state(cls, s: dict, capacity: int | None = None) -> "SeenIds":
+        """Restore; with a different ``capacity`` the newest ids that fit are kept."""
+        used = np.frombuffer(base64.b64decode(s["ring_u64le"]), dtype="<u8").astype(np.uint64)
+        return cls.from_ring(used, int(s["pos"]), bool(s["full"]), int(s["capacity"]), capacity)
+
+    @classmethod
+    def from_ring(cls, used: np.ndarray, pos: int, full: bool, saved_capacity: int,
+                  capacity: int | None = None) -> "SeenIds":
+        capacity = capacity or saved_capacity
+        if len(used) != (saved_capacity if full else pos) or not 0 <= pos <= saved_capacity:
+            raise StateError(f"seen-ids snapshot is inconsistent ({len(used)} ids, pos {pos}, "
+                             f"capacity {saved_capacity})")
+        out = cls(capacity)
+        if capacity == saved_capacity:  # the same ring
+            out.ring[:len(used)] = used
+            out.pos, out.full = pos, full
+            out.set = set(int(x) for x in used)
+            return out
+        ordered = np.concatenate([used[pos:], used[:pos]]) if full else used  # oldest first
+        for h in ordered[-capacity:]:
+            h = int(h)
+            if h in out.set:
+                continue
+            if out.full:
+                out.set.discard(int(out.ring[out.pos]))
+            out.ring[out.pos] = h
+            out.set.add(h)
+            out.pos += 1
+            if out.pos == capacity:
+                out.pos, out.full = 0, True
+        return out
 
 
 @dataclass
@@ -112,6 +143,7 @@ class TaskDrift:
         self.version = 0
         self.vocab: frozenset[str] | None = None
         self.label_reference: dict[str, int] = {}
+        self.restore_notes: list[str] = []  # what a restore could not keep (metrics started fresh)
         self.reconfigure(cfg)
 
     # -- configuration and persistence ---------------------------------------------------
@@ -130,27 +162,77 @@ class TaskDrift:
                     self.monitors[metric].det.set_reference(self.label_reference)
             self.windows.setdefault(metric, {})
 
-    def __getstate__(self):
-        s = dict(self.__dict__)
-        s["vocab"], s["label_reference"] = None, {}
-        return s
+    def to_state(self) -> dict:
+        """Plain JSON-able data (``state_version`` 2); the training reference is not part of it."""
+        return {
+            "kind": "task_drift", "state_version": STATE_VERSION, "task": self.task,
+            "window_seconds": self.window_seconds, "version": self.version,
+            "monitors": {m: mon.to_state() for m, mon in self.monitors.items()},
+            "seen": {src: ids.to_state() for src, ids in self.seen.items()},
+            "windows": {m: [[w, a.n, a.total, a.verdict, a.alerts, a.labels] for w, a in wins.items()]
+                        for m, wins in self.windows.items()},
+            "unpublished": list(self.unpublished),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, task: TaskConfig, cfg: DriftConfig, window_seconds: int,
+                   seen_capacity: int = 32768) -> "TaskDrift":
+        """Restore under today's task and config: a metric whose detector settings changed, or
+        whose detector snapshot cannot be read, starts fresh (listed in ``restore_notes``);
+        windows are kept only if ``window_seconds`` is unchanged."""
+        if not isinstance(state, dict) or state.get("kind") != "task_drift":
+            raise StateError("not a drift state snapshot")
+        if state.get("state_version") != STATE_VERSION:
+            raise StateError(f"drift state_version {state.get('state_version')!r} is not {STATE_VERSION} "
+                             "(written by another flywheel version)")
+        if state["task"] != task.name:
+            raise StateError(f"the snapshot is of task {state['task']!r}, not {task.name!r}")
+        td = cls(task, cfg, window_seconds, seen_capacity)
+        td.version = int(state.get("version", 0))
+        for metric, ms in state["monitors"].items():
+            c = cfg.active(metric)
+            if c is None:
+                continue
+            try:
+                mon = Monitor.from_state(ms, c, td.labels)
+            except (StateError, KeyError, TypeError, ValueError) as exc:
+                td.restore_notes.append(f"{metric} starts fresh: {exc}")
+                continue
+            td.monitors[metric] = mon
+            if metric == "label_mix":
+                mon.det.set_reference(td.label_reference)
+        for src, s in state["seen"].items():
+            if src in td.seen:
+                td.seen[src] = SeenIds.from_state(s, seen_capacity)
+        if state["window_seconds"] == window_seconds:
+            for metric, rows in state["windows"].items():
+                if metric in td.windows:
+                    td.windows[metric] = {int(w): WindowAcc(n, total, verdict, alerts, dict(labels), True)
+                                          for w, n, total, verdict, alerts, labels in rows}
+        td.unpublished = list(state["unpublished"])
+        return td
 
     def dumps(self) -> bytes:
-        return pickle.dumps((STATE_FORMAT, self), protocol=pickle.HIGHEST_PROTOCOL)
+        """The snapshot written to drift_state: JSON of ``to_state()``."""
+        return orjson.dumps(self.to_state())
 
-    @staticmethod
-    def loads(blob: bytes, task: TaskConfig, cfg: DriftConfig, window_seconds: int) -> "TaskDrift":
-        fmt, state = pickle.loads(blob)
-        if fmt != STATE_FORMAT or not isinstance(state, TaskDrift):
-            raise ValueError(f"drift state format {fmt} is not {STATE_FORMAT}")
-        state.labels = task.labels
-        if state.window_seconds != window_seconds:
-            state.windows, state.window_seconds = {}, window_seconds
-        state.reconfigure(cfg)
-        for wins in state.windows.values():
-            for acc in wins.values():
-                acc.dirty = True
-        return state
+    @classmethod
+    def loads(cls, blob: bytes, task: TaskConfig, cfg: DriftConfig, window_seconds: int,
+              seen_capacity: int = 32768) -> "TaskDrift":
+        """A snapshot from drift_state: the JSON of ``dumps()``, or the older pickle format
+        (converted). Raises ``StateError`` naming the problem when it cannot be used."""
+        if blob[:1] == b"{":
+            try:
+                state = orjson.loads(blob)
+            except orjson.JSONDecodeError as exc:
+                raise StateError(f"drift state snapshot is not valid JSON ({exc})") from None
+            return cls.from_state(state, task, cfg, window_seconds, seen_capacity)
+        from streams.drift.legacy import convert_format1
+
+        state, notes = convert_format1(blob)
+        td = cls.from_state(state, task, cfg, window_seconds, seen_capacity)
+        td.restore_notes[:0] = notes
+        return td
 
     # -- the training reference ----------------------------------------------------------
     def set_reference(self, label_counts: dict[str, int], vocab: frozenset[str] | None) -> None:
@@ -269,7 +351,7 @@ class TaskDrift:
                 "event_ts": rfc3339(ts, "auto"),
                 "window_start": rfc3339(w, "auto"),
                 "window_seconds": self.window_seconds,
-                "config": {k: getattr(mon.cfg, k) for k in _CONFIG_KEYS[mon.cfg.detector]},
+                "config": {k: getattr(mon.cfg, k) for k in type(mon.det).config_keys},
                 **{k: v for k, v in ch.detail.items()},
             },
             "schema_version": SCHEMA_VERSION,
@@ -330,14 +412,6 @@ class TaskDrift:
             "verdict": verdict, "alerts": acc.alerts,
             "detail": _json(detail), "updated_at": updated_at,
         }
-
-
-_CONFIG_KEYS = {
-    "adwin": ("delta", "clock", "direction", "min_effect", "cooldown_events"),
-    "page_hinkley": ("delta", "threshold", "warmup", "direction", "min_effect", "cooldown_events"),
-    "kswin": ("alpha", "window_size", "stat_size", "sample_every", "direction", "min_effect", "cooldown_events"),
-    "chi2_jsd": ("window", "alpha", "min_jsd", "clear_windows", "cooldown_events"),
-}
 
 
 def _json(obj) -> str:

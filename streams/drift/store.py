@@ -18,17 +18,23 @@ from streams.trigger.store import last_request
 
 
 # -- detector state ----------------------------------------------------------------------------
+# ``state`` holds the JSON snapshot (TaskDrift.dumps()) as text; rows of the older pickle format
+# hold base64 of the pickle (base64 never starts with "{"). Both load as the snapshot's bytes.
 def load_state(store: Warehouse, task: str) -> tuple[int, bytes] | None:
     rows = store.rows(f"SELECT version, state FROM drift_state WHERE task = {q(task)} "
                       "ORDER BY version DESC LIMIT 1")
     if not rows:
         return None
-    return int(rows[0]["version"]), base64.b64decode(rows[0]["state"])
+    state = rows[0]["state"]
+    if isinstance(state, bytes):
+        state = state.decode()
+    blob = state.encode() if state.startswith("{") else base64.b64decode(state)
+    return int(rows[0]["version"]), blob
 
 
 def save_states(store: Warehouse, states: list[tuple[str, int, bytes]]) -> None:
     now = ch_time(datetime.now(timezone.utc))
-    store.insert("drift_state", ({"task": t, "version": v, "saved_at": now, "state": base64.b64encode(b).decode()}
+    store.insert("drift_state", ({"task": t, "version": v, "saved_at": now, "state": b.decode()}
                                  for t, v, b in states))
 
 

@@ -16,10 +16,14 @@ FORMATS_HELP = ("ClickHouse output format: PrettyCompactMonoBlock (default), JSO
 @click.command()
 @click.argument("query")
 @click.option("--format", "fmt", default="PrettyCompactMonoBlock", show_default=False, help=FORMATS_HELP)
-def sql(query, fmt):
+@click.option("--write", is_flag=True, help="Allow statements that change the store (INSERT, ALTER, "
+              "DROP, ...). Without it only statements that read run.")
+def sql(query, fmt, write):
     """Run one ClickHouse SQL statement against flywheel's warehouse.
 
     Works whether or not `flywheel up` runs (it asks the running process when it does).
+    Read-only unless --write; one statement at a time; table functions that reach files,
+    URLs or other servers (file, url, s3, remote, ...) are refused.
 
     \b
       flywheel sql "SELECT outcome, count() FROM curation_events FINAL GROUP BY outcome"
@@ -29,7 +33,7 @@ def sql(query, fmt):
 
     with ctx().store() as store:
         try:
-            out = store.query(query, fmt)
+            out = store.query_checked(query, fmt, write=write)
         except WarehouseError as exc:
             raise click.ClickException(str(exc)) from None
     sys.stdout.buffer.write(out)

@@ -131,6 +131,7 @@ class Settings:
     train_lease_seconds: float = 60.0      # a training run without a heartbeat this long is retried
     train_heartbeat_seconds: float = 5.0
     train_session_timeout_ms: int = 10_000
+    stop_timeout_seconds: float = 30.0  # SIGTERM/SIGINT stop `up` within this (the worker is killed after it)
 
     @property
     def chdb_path(self) -> Path:
@@ -176,5 +177,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_lease_seconds=_float(env, "FLYWHEEL_TRAIN_LEASE_SECONDS", 60.0),
         train_heartbeat_seconds=_float(env, "FLYWHEEL_TRAIN_HEARTBEAT_SECONDS", 5.0),
         train_session_timeout_ms=_int(env, "FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS", 10_000),
+        stop_timeout_seconds=_float(env, "FLYWHEEL_STOP_TIMEOUT_SECONDS", 30.0),
     )
     return settings.with_overrides(**overrides)

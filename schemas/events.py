@@ -49,7 +49,9 @@ class InvalidMessage(ValueError):
 def load_message(raw: bytes | None, file_name: str) -> dict[str, Any]:
     """Bytes to a JSON object valid against the topic's schema, or InvalidMessage."""
     if raw is None:
-        raise InvalidMessage("empty message (null value)")
+        raise InvalidMessage("empty message (null value: the record carries no value at all)")
+    if not raw:
+        raise InvalidMessage("empty message (a value of 0 bytes)")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -69,7 +71,10 @@ def parse_ts(value: str) -> datetime:
         raise SchemaError(f"data.ts must be an RFC 3339 date-time, got {value!r}") from None
     if ts.tzinfo is None:
         raise SchemaError(f"data.ts must carry a time zone offset (e.g. 'Z'), got {value!r}")
-    return ts.astimezone(timezone.utc)
+    try:
+        return ts.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-10:00 is in year 10000 in UTC
+        raise SchemaError(f"data.ts is out of range: {value!r} falls outside years 1 to 9999 in UTC") from None
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3 µs more per event

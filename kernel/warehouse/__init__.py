@@ -39,6 +39,19 @@ class Warehouse(ABC):
     def close(self) -> None:  # pragma: no cover - trivial
         pass
 
+    def query_checked(self, sql: str, fmt: str = "JSONEachRow", *, write: bool = False) -> bytes:
+        """Run SQL typed by a person or sent by another process: one statement, nothing that
+        reaches files or URLs, and unless ``write`` only statements that read (QueryRefused
+        otherwise; see kernel.warehouse.guard)."""
+        from kernel.warehouse.guard import check_sql
+
+        stmt = check_sql(sql, self.explain_ast, readonly=not write)
+        return self.query(stmt, fmt)
+
+    def explain_ast(self, stmt: str) -> str:
+        """ClickHouse's parse tree of one statement (EXPLAIN AST), one node a line."""
+        return self.query("EXPLAIN AST " + stmt, "TSVRaw").decode("utf-8", "replace")
+
     # Conveniences built on the two primitives.
     def command(self, sql: str) -> None:
         self.query(sql, "TSV")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from pathlib import Path
 
@@ -13,9 +14,34 @@ class StoreBusy(RuntimeError):
     """Another process owns the embedded store."""
 
 
+def restrict_tree(root: Path) -> int:
+    """Make ``root`` private to this user: directories 0700, files 0600 (a store made before
+    this rule had 0755/0644). Returns how many entries changed."""
+    changed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name, mode in [(dirpath, 0o700)] + [(os.path.join(dirpath, f), 0o600) for f in filenames]:
+            try:
+                st = os.lstat(name)
+                if not os.path.islink(name) and st.st_mode & 0o777 != mode:
+                    os.chmod(name, mode)
+                    changed += 1
+            except FileNotFoundError:  # a merge removed it meanwhile
+                pass
+    return changed
+
+
+def private_umask() -> None:
+    """From now on this process creates files only its user can read (umask += 077): chdb
+    writes parts and logs under the data directory long after it is opened."""
+    current = os.umask(0o077)
+    os.umask(current | 0o077)
+
+
 class EmbeddedWarehouse(Warehouse):
     def __init__(self, path: Path, lock_dir: Path) -> None:
+        private_umask()
         lock_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(lock_dir, 0o700)
         self._lock_file = open(lock_dir / "owner.lock", "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -26,6 +52,7 @@ class EmbeddedWarehouse(Warehouse):
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        restrict_tree(lock_dir)
         self._session = session.Session(str(self.path))
         self._mutex = threading.Lock()  # one statement at a time through the session
         self._closed = False

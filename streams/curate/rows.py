@@ -88,3 +88,16 @@ def batch_token(ids: list[str], table: str) -> str:
         h.update(i.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def dead_letter_payload_rows(decisions: list[Decision], dead_at: datetime) -> list[dict]:
+    """Rows of dead_letter_payloads for the invalid messages whose dead letter carries only the
+    head of the original (over ~900 KB once base64'd). Insert them before the dead letters
+    are published, and before the batch is acked, so no original is ever lost."""
+    out = []
+    for d in decisions:
+        m = d.message
+        if d.outcome == "invalid" and messages.needs_payload_row(m.value):
+            out.append(messages.dead_letter_payload_row(source_topic=m.topic, partition=m.partition,
+                                                        offset=m.offset, original=m.value, dead_at=dead_at))
+    return out

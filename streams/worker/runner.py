@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 from kernel.broker import EmbeddedBroker, ensure_topics
 from kernel.settings import Settings
@@ -48,8 +54,9 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
             echo(f"warehouse  embedded chdb at {settings.chdb_path.resolve()} (served to other "
                  f"flywheel commands at {owner.url})")
         echo(f"tasks      {', '.join(f'{t.name} ({t.source})' for t in tasks.values())}")
-        echo("worker     starting the stream worker; Ctrl-C stops everything cleanly")
-        return _run_worker(settings, tasks, store, loglevel)
+        echo("worker     starting the stream worker as a child process; Ctrl-C stops everything cleanly")
+        bootstrap = broker.bootstrap if broker is not None else settings.kafka.servers
+        return supervise(settings, bootstrap, loglevel, echo=echo)
     finally:
         if owner is not None:
             owner.stop()
@@ -57,6 +64,108 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
             store.close()
         if broker is not None:
             broker.stop()
+
+
+MAX_BACKOFF = 30.0
+HEALTHY_AFTER = 60.0  # a child that ran this long restarts after the first backoff again
+
+
+def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """The child's environment: this one, pinned to the parent's data dir, tasks and broker."""
+    env = dict(os.environ)
+    env["FLYWHEEL_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["FLYWHEEL_TASKS_DIR"] = str(settings.tasks_dir.resolve())
+    env["FLYWHEEL_KAFKA_BOOTSTRAP"] = bootstrap
+    return env
+
+
+def _child_setup() -> None:  # between fork and exec: die with `up`, own process group
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgid(0, 0)  # Ctrl-C reaches `up` only; `up` stops the child
+
+
+def supervise(settings: Settings, bootstrap: str, loglevel: str, *, echo=print,
+              stop: threading.Event | None = None) -> int:
+    """Run the stream worker as a child process until SIGTERM/SIGINT (or ``stop``); restart it
+    with backoff (1 s doubling to 30 s) whenever it dies. The broker and the store stay here,
+    so a worker crash loses nothing: uncommitted messages are replayed by the next child.
+    A stop signal gives the child settings.stop_timeout_seconds to finish, then kills it."""
+    stop = stop or threading.Event()
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            restore[sig] = signal.signal(sig, lambda *_: stop.set())
+    backoff = 1.0
+    restarts = 0
+    cmd = [sys.executable, "-c", "from streams.worker.runner import worker_main; worker_main()", loglevel]
+    env = worker_env(settings, bootstrap)
+    pid_file = settings.data_dir / "worker.pid"
+    try:
+        while not stop.is_set():
+            child = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup)
+            pid_file.write_text(str(child.pid))
+            echo(f"worker     child process {child.pid} started" + (f" (restart {restarts})" if restarts else ""))
+            started = time.monotonic()
+            while child.poll() is None and not stop.wait(0.2):
+                pass
+            if stop.is_set():
+                return _stop_child(child, settings.stop_timeout_seconds, echo)
+            restarts += 1
+            if time.monotonic() - started > HEALTHY_AFTER:
+                backoff = 1.0
+            echo(f"worker     child process {child.pid} exited with {child.returncode}; "
+                 f"restarting in {backoff:.0f}s")
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        return 0
+    finally:
+        pid_file.unlink(missing_ok=True)
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
+
+
+def _stop_child(child: subprocess.Popen, timeout: float, echo) -> int:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            echo(f"worker     child process {child.pid} did not stop within {timeout:.0f}s; killed "
+                 "(its uncommitted messages are replayed on the next start)")
+            child.kill()
+            child.wait()
+    return 0
+
+
+def worker_main() -> None:
+    """The child's entry point: settings from the environment that `up` set, the store through
+    the owner's endpoint (or the ClickHouse server), the Faust worker in this process."""
+    from kernel.tasks import load_tasks
+    from kernel.settings import load_settings
+
+    loglevel = sys.argv[1] if len(sys.argv) > 1 else "info"
+    settings = load_settings()
+    tasks = load_tasks(settings.tasks_dir)
+    store = None
+    for attempt in range(50):  # the owner may be finishing its start
+        try:
+            store = open_warehouse(settings)
+            break
+        except Exception as exc:  # noqa: BLE001 - OwnerUnreachable and the like
+            if attempt == 49:
+                raise
+            log.warning("store not reachable yet (%s); retrying", exc)
+            time.sleep(0.2)
+    try:
+        code = _run_worker(settings, tasks, store, loglevel)
+    finally:
+        store.close()
+    sys.exit(code)
 
 
 def use_uvloop() -> None:

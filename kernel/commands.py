@@ -25,8 +25,14 @@ def sql(query, fmt):
       flywheel sql "SELECT outcome, count() FROM curation_events FINAL GROUP BY outcome"
       flywheel sql --format CSVWithNames "SELECT * FROM curation_windows ORDER BY window_start"
     """
+    from kernel.cli import RunFailure
     from kernel.warehouse import WarehouseError
 
+    settings = ctx().settings
+    if not settings.clickhouse.url and not settings.chdb_path.exists():
+        # opening would create an empty store here and answer 0 rows: that reads as data loss
+        raise RunFailure(f"there is no flywheel store under {settings.data_dir.resolve()}: run this where you ran "
+                         "`flywheel up`, or point --data-dir (FLYWHEEL_DATA_DIR) at its data dir")
     with ctx().store() as store:
         try:
             out = store.query(query, fmt)

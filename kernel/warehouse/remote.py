@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
-from kernel.warehouse import Warehouse, WarehouseError
+from kernel.warehouse import Warehouse, WarehouseError, clickhouse_message
 
 
 class OwnerUnreachable(RuntimeError):
@@ -41,7 +41,7 @@ class RemoteWarehouse(Warehouse):
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
-            raise WarehouseError(exc.read().decode("utf-8", "replace")) from None
+            raise WarehouseError(clickhouse_message(exc.read().decode("utf-8", "replace"))) from None
         except urllib.error.URLError as exc:
             raise OwnerUnreachable(f"the process that owns the store ({self.url}) did not answer: "
                                    f"{exc.reason}") from None

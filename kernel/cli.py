@@ -182,8 +182,14 @@ def known_failure(exc: BaseException) -> click.ClickException | None:
     except ImportError:  # pragma: no cover
         return None
     if isinstance(exc, KafkaConnectionError):
-        return RunFailure(f"cannot reach the Kafka broker ({exc}); is `flywheel up` running, or "
-                          "FLYWHEEL_KAFKA_BOOTSTRAP set to a reachable broker?")
+        from kernel.broker import unreachable
+        from kernel.settings import load_settings
+
+        try:
+            servers = load_settings().kafka.servers
+        except SettingsError:
+            servers = "the configured address"
+        return RunFailure(str(unreachable(servers, exc)))
     return None
 
 

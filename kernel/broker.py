@@ -47,7 +47,7 @@ async def start_client(client, servers: str) -> None:
     logging.getLogger("aiokafka").setLevel(max(logging.getLogger("aiokafka").getEffectiveLevel(), logging.CRITICAL))
     try:
         await client.start()
-    except KafkaConnectionError as exc:
+    except KafkaConnectionError:
         await client.stop()
         raise unreachable(servers) from None
     except BaseException:

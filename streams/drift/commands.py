@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -110,7 +110,6 @@ def write_chart(path: Path, task: str, metric: str, rows: list[dict]) -> None:
     except ImportError:
         raise click.ClickException("a PNG chart needs matplotlib: pip install flywheel[charts] "
                                    "(or write --chart FILE.html, which needs nothing)") from None
-    from datetime import timedelta
 
     import matplotlib.dates as mdates
 
@@ -143,10 +142,8 @@ def write_chart(path: Path, task: str, metric: str, rows: list[dict]) -> None:
     plt.close(fig)
 
 
-def _step(ts: list) -> "timedelta":
+def _step(ts: list) -> timedelta:
     """The usual spacing of the windows (their median gap), one minute when there is one window."""
-    from datetime import timedelta
-
     gaps = sorted(b - a for a, b in zip(ts, ts[1:]) if b > a)
     return gaps[len(gaps) // 2] if gaps else timedelta(minutes=1)
 

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 TASK = "transactions"
 TEACHER = "teacher-large-2026-10"
 MERCHANTS = {
-    "groceries": ["TESCO STORES", "SAINSBURYS", "ALDI MARKT", "LIDL"],
+    "groceries": ["TESCO STORES", "SAINSBURYS", "ALDI MARKT", "WAITROSE"],
     "transport": ["TFL TRAVEL", "SHELL", "UBER TRIP", "SNCF VOYAGES"],
     "dining": ["DELIVEROO", "PRET A MANGER", "STARBUCKS", "PIZZA EXPRESS"],
     "rent": ["LANDLORD LTD", "RENT PAYMENT", "LETTINGS AGENT"],

@@ -152,10 +152,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
     if mechanism is not None and mechanism not in SASL_MECHANISMS:
         raise SettingsError(f"FLYWHEEL_KAFKA_SASL_MECHANISM={mechanism!r} is not supported: use one of "
                             f"{', '.join(SASL_MECHANISMS)} (with FLYWHEEL_KAFKA_SASL_USERNAME and _PASSWORD)")
-    if mechanism is not None and not protocol.startswith("SASL_"):
-        raise SettingsError(f"FLYWHEEL_KAFKA_SASL_MECHANISM={mechanism!r} needs "
-                            "FLYWHEEL_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), "
-                            f"not {protocol!r}")
     kafka = KafkaSettings(
         bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
         embedded_listen=env.get("FLYWHEEL_EMBEDDED_LISTEN", "127.0.0.1:9092"),

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Set up flywheel in ./.venv on a fresh machine (idempotent). Installs the CPU build of torch
 # first: an unpinned torch would pull gigabytes of CUDA packages.
+#
+#   bash deploy/setup.sh         what `flywheel up` and the tour need (flywheel + training extras)
+#   bash deploy/setup.sh --dev   and the test tools (pytest, ruff, matplotlib, datasketch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+EXTRAS=train
+case "${1:-}" in
+  --dev) EXTRAS=train,dev ;;
+  "") ;;
+  *) echo "usage: bash deploy/setup.sh [--dev]" >&2; exit 2 ;;
+esac
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[train,dev]"
-echo "flywheel installed in .venv: run .venv/bin/flywheel --help"
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[$EXTRAS]"
+echo "flywheel installed in .venv ($EXTRAS): run .venv/bin/flywheel --help"

@@ -16,11 +16,15 @@ import click
 from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
 from streams.curate import commands as curate_commands
+from streams.drift.config import drift_config
 from streams.drift import commands as drift_commands
 from streams.trigger import commands as trigger_commands
+from streams.trigger.config import trigger_config
 from streams.worker import commands as worker_commands
 from training.gate import commands as gate_commands
+from training.gate.config import gate_config
 from training.registry import commands as registry_commands
+from training.students.config import train_config
 from training.train import commands as train_commands
 
 STAGE_COMMANDS: tuple[ModuleType, ...] = (
@@ -33,6 +37,14 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     gate_commands,       # gate
     registry_commands,   # models
 )
+
+# Every section of a task file, validated when the tasks are loaded (before anything starts).
+SECTION_PARSERS = {
+    "trigger": trigger_config,
+    "drift": drift_config,
+    "train": train_config,
+    "gate": gate_config,
+}
 
 
 @click.group(cls=FlywheelGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,7 +63,7 @@ def main(ctx, data_dir, tasks):
 
     --data-dir and --tasks may come before or after the command.
     """
-    ctx.obj = Ctx(data_dir, tasks)
+    ctx.obj = Ctx(data_dir, tasks, SECTION_PARSERS)
 
 
 for _module in STAGE_COMMANDS:

@@ -27,6 +27,34 @@ class BrokerError(RuntimeError):
     pass
 
 
+class BrokerUnreachable(BrokerError):
+    """No Kafka broker answered at the configured address."""
+
+
+def unreachable(servers: str, exc: BaseException | None = None) -> BrokerUnreachable:
+    why = f" ({exc})" if exc is not None and str(exc) else ""
+    return BrokerUnreachable(f"cannot reach the Kafka broker at {servers}{why}: is `flywheel up` running (or "
+                             "FLYWHEEL_KAFKA_BOOTSTRAP set to a reachable broker)?")
+
+
+async def start_client(client, servers: str) -> None:
+    """Start an aiokafka producer or consumer; when no broker answers, stop it again (no
+    "Unclosed AIOKafkaProducer" warning at exit) and raise BrokerUnreachable naming the
+    address and the fix. aiokafka's own "Unable connect to ..." log line is silenced: the
+    exception says it."""
+    from aiokafka.errors import KafkaConnectionError
+
+    logging.getLogger("aiokafka").setLevel(max(logging.getLogger("aiokafka").getEffectiveLevel(), logging.CRITICAL))
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        await client.stop()
+        raise unreachable(servers) from None
+    except BaseException:
+        await client.stop()
+        raise
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import click
 
@@ -33,15 +33,33 @@ class UsageFailure(click.UsageError):
     exit_code = 2
 
 
+class ConfigFailure(click.ClickException):
+    """A bad task file or setting: exit 2, the message names the file (or variable), key and fix;
+    no usage banner (the command line itself was fine)."""
+
+    exit_code = 2
+
+
 class RunFailure(click.ClickException):
     """Something outside the command failed (store, broker): exit 1."""
 
     exit_code = 1
 
 
+# section name -> the stage's parser of that section (raises TaskConfigError on a mistake)
+SectionParsers = Mapping[str, Callable[[TaskConfig], Any]]
+
+
 class Ctx:
-    def __init__(self, data_dir: Path | None = None, tasks: Path | None = None) -> None:
+    """``section_parsers`` (injected by the composition root, flywheel/cli.py: the kernel
+    imports no stage) validate every section of every task file when the tasks are first
+    loaded, so a bad key in [trigger], [drift], [train] or [gate] stops any command, ``up``
+    included, with file, key and fix before anything starts."""
+
+    def __init__(self, data_dir: Path | None = None, tasks: Path | None = None,
+                 section_parsers: SectionParsers | None = None) -> None:
         self._data_dir, self._tasks_dir = data_dir, tasks
+        self._parsers = dict(section_parsers or {})
         self._settings: Settings | None = None
         self._tasks: dict[str, TaskConfig] | None = None
 
@@ -51,7 +69,7 @@ class Ctx:
             try:
                 self._settings = load_settings(data_dir=self._data_dir, tasks_dir=self._tasks_dir)
             except SettingsError as exc:
-                raise UsageFailure(str(exc)) from None
+                raise ConfigFailure(str(exc)) from None
         return self._settings
 
     def replace_settings(self, settings: Settings) -> None:
@@ -60,9 +78,11 @@ class Ctx:
     def tasks(self) -> dict[str, TaskConfig]:
         if self._tasks is None:
             try:
-                self._tasks = load_tasks(self.settings.tasks_dir)
+                tasks = load_tasks(self.settings.tasks_dir)
+                validate_sections(tasks, self._parsers)
             except TaskConfigError as exc:
-                raise UsageFailure(str(exc)) from None
+                raise ConfigFailure(str(exc)) from None
+            self._tasks = tasks
         return self._tasks
 
     def task(self, name: str) -> TaskConfig:
@@ -92,6 +112,21 @@ class Ctx:
             yield store
         finally:
             store.close()
+
+
+def validate_sections(tasks: Mapping[str, TaskConfig], parsers: SectionParsers) -> None:
+    """Run every section parser on every task; the first mistake raises TaskConfigError.
+
+    A problem of the machine rather than of the file (its ``file`` is "-", e.g. the packaged
+    base model is not installed) is left to the stage that needs it: it must not stop `up`."""
+    for task in tasks.values():
+        for _name, parse in parsers.items():
+            try:
+                parse(task)
+            except TaskConfigError as exc:
+                if exc.file == "-":
+                    continue
+                raise
 
 
 def ctx() -> Ctx:
@@ -139,7 +174,7 @@ def known_failure(exc: BaseException) -> click.ClickException | None:
     from kernel.warehouse.remote import OwnerUnreachable
 
     if isinstance(exc, (SettingsError, TaskConfigError)):
-        return UsageFailure(str(exc))
+        return ConfigFailure(str(exc))
     if isinstance(exc, (OwnerUnreachable, BrokerError, WarehouseError)):
         return RunFailure(str(exc))
     try:
@@ -147,8 +182,14 @@ def known_failure(exc: BaseException) -> click.ClickException | None:
     except ImportError:  # pragma: no cover
         return None
     if isinstance(exc, KafkaConnectionError):
-        return RunFailure(f"cannot reach the Kafka broker ({exc}); is `flywheel up` running, or "
-                          "FLYWHEEL_KAFKA_BOOTSTRAP set to a reachable broker?")
+        from kernel.broker import unreachable
+        from kernel.settings import load_settings
+
+        try:
+            servers = load_settings().kafka.servers
+        except SettingsError:
+            servers = "the configured address"
+        return RunFailure(str(unreachable(servers, exc)))
     return None
 
 

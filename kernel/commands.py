@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,13 +10,13 @@ import click
 
 from kernel.cli import ctx
 
-FORMATS_HELP = ("ClickHouse output format: PrettyCompactMonoBlock (default), JSONEachRow, TSV, "
-                "TSVWithNames, CSVWithNames, Markdown, Vertical, ...")
+FORMATS_HELP = ("table (default: flywheel's plain table, never cut when piped) or any ClickHouse output "
+                "format: JSONEachRow, TSV, TSVWithNames, CSVWithNames, Markdown, Vertical, ...")
 
 
 @click.command()
 @click.argument("query")
-@click.option("--format", "fmt", default="PrettyCompactMonoBlock", show_default=False, help=FORMATS_HELP)
+@click.option("--format", "fmt", default="table", show_default=False, help=FORMATS_HELP)
 @click.option("--write", is_flag=True, help="Allow statements that change the store (INSERT, ALTER, "
               "DROP, ...). Without it only statements that read run.")
 def sql(query, fmt, write):
@@ -29,15 +30,41 @@ def sql(query, fmt, write):
       flywheel sql "SELECT outcome, count() FROM curation_events FINAL GROUP BY outcome"
       flywheel sql --format CSVWithNames "SELECT * FROM curation_windows ORDER BY window_start"
     """
+    from kernel.cli import RunFailure
     from kernel.warehouse import WarehouseError
 
+    settings = ctx().settings
+    if not settings.clickhouse.url and not settings.chdb_path.exists():
+        # opening would create an empty store here and answer 0 rows: that reads as data loss
+        raise RunFailure(f"there is no flywheel store under {settings.data_dir.resolve()}: run this where you ran "
+                         "`flywheel up`, or point --data-dir (FLYWHEEL_DATA_DIR) at its data dir")
     with ctx().store() as store:
         try:
-            out = store.query_checked(query, fmt, write=write)
+            out = store.query_checked(query, "JSONCompact" if fmt == "table" else fmt, write=write)
         except WarehouseError as exc:
             raise click.ClickException(str(exc)) from None
+    if fmt == "table":
+        out = _table(out)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
+
+
+def _table(out: bytes) -> bytes:
+    import orjson
+
+    from kernel.table import render
+
+    if not out.strip():
+        return b""  # a statement without a result (INSERT, CREATE, ...)
+    try:
+        doc = orjson.loads(out)
+        meta, data = doc["meta"], doc["data"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return out  # the statement named its own FORMAT
+    numeric = [re.match(r"(Nullable\()?(U?Int|Float|Decimal)", c["type"]) is not None for c in meta]
+    text = render([c["name"] for c in meta], data, numeric=numeric)
+    n = doc.get("rows", len(data))
+    return (text + f"\n({n} row{'' if n == 1 else 's'})\n").encode()
 
 
 @click.group()

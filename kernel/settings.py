@@ -141,6 +141,10 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+# The mechanisms flywheel passes a username and password to (aiokafka's sasl_plain_* arguments).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from FLYWHEEL_* variables, then apply non-None overrides (CLI flags)."""
     env = os.environ if env is None else env
@@ -148,11 +152,15 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
     if protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
         raise SettingsError(f"FLYWHEEL_KAFKA_SECURITY_PROTOCOL={protocol!r}: use PLAINTEXT, SSL, "
                             "SASL_PLAINTEXT or SASL_SSL")
+    mechanism = env.get("FLYWHEEL_KAFKA_SASL_MECHANISM") or None
+    if mechanism is not None and mechanism not in SASL_MECHANISMS:
+        raise SettingsError(f"FLYWHEEL_KAFKA_SASL_MECHANISM={mechanism!r} is not supported: use one of "
+                            f"{', '.join(SASL_MECHANISMS)} (with FLYWHEEL_KAFKA_SASL_USERNAME and _PASSWORD)")
     kafka = KafkaSettings(
         bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
         embedded_listen=env.get("FLYWHEEL_EMBEDDED_LISTEN", "127.0.0.1:9092"),
         security_protocol=protocol,
-        sasl_mechanism=env.get("FLYWHEEL_KAFKA_SASL_MECHANISM") or None,
+        sasl_mechanism=mechanism,
         sasl_username=env.get("FLYWHEEL_KAFKA_SASL_USERNAME") or None,
         sasl_password=_secret(env, "FLYWHEEL_KAFKA_SASL_PASSWORD"),
     )

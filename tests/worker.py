@@ -35,7 +35,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+            if b"worker     ready" in self.log_path.read_bytes():
                 return self
             time.sleep(0.2)
         self.kill()

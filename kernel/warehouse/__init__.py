@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any, Iterable
 
@@ -21,6 +22,39 @@ INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
 
 class WarehouseError(RuntimeError):
     """ClickHouse refused a statement; the message is ClickHouse's own."""
+
+
+class WarehouseUnreachable(WarehouseError):
+    """The ClickHouse server did not answer at all (not a refused statement)."""
+
+
+_VERSION = re.compile(r"\s*\(version [^)]*\)\.?")
+_REPEATED_NAME = re.compile(r"(\([A-Z_]+\))(?:[.\s]*\1)+")
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^\"')\]]+")
+
+
+def clickhouse_message(text: object) -> str:
+    """ClickHouse's own message, once: ``Code: 60. DB::Exception: Unknown table ... (UNKNOWN_TABLE)``.
+
+    The HTTP interface wraps the exception in the driver's preamble and repeats it (the server
+    nests the same exception, and appends the version and a stack trace): keep the first
+    ``Code: N. DB::Exception: ...`` line with the inner repeats, version and trace removed."""
+    text = str(text).strip()
+    i = text.find("Code: ")
+    if i < 0:
+        return text
+    line = text[i:].splitlines()[0]
+    line = _VERSION.sub("", line).strip()
+    head, sep, rest = line.partition("DB::Exception: ")
+    while sep and rest.startswith("Code: "):  # a nested copy of the same exception
+        head, sep, rest = rest.partition("DB::Exception: ")
+    return _REPEATED_NAME.sub(r"\1", f"{head}{sep}{rest}".strip())
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """The short reason a connection failed, e.g. ``[Errno 111] Connection refused``."""
+    m = _ERRNO.search(str(exc))
+    return m.group(0).strip() if m else type(exc).__name__
 
 
 class Warehouse(ABC):

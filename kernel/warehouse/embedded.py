@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from kernel.warehouse import INSERT_SETTINGS, Warehouse, WarehouseError, sql_str
+from kernel.warehouse import INSERT_SETTINGS, Warehouse, WarehouseError, clickhouse_message, sql_str
 
 
 class StoreBusy(RuntimeError):
@@ -64,7 +64,7 @@ class EmbeddedWarehouse(Warehouse):
             try:
                 result = self._session.query(sql, fmt)
             except Exception as exc:  # chdb raises its own ChdbError / RuntimeError
-                raise WarehouseError(str(exc)) from None
+                raise WarehouseError(clickhouse_message(exc)) from None
         return result.bytes() if result is not None else b""
 
     def insert_raw(self, table: str, data: bytes, fmt: str = "JSONEachRow",

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
-from kernel.warehouse import Warehouse, WarehouseError
+from kernel.warehouse import Warehouse, WarehouseError, clickhouse_message
 
 
 class OwnerUnreachable(RuntimeError):
@@ -74,7 +74,7 @@ class RemoteWarehouse(Warehouse):
                     from kernel.warehouse.guard import QueryRefused
 
                     raise QueryRefused(text) from None
-                raise WarehouseError(text) from None
+                raise WarehouseError(clickhouse_message(text)) from None
             except urllib.error.URLError as exc:
                 # a busy owner answers 503 and hangs up before reading the body: the client may
                 # see that as a broken pipe; the request was not run, so it is safe to retry

@@ -17,10 +17,12 @@ hands raw bytes here and routes the decisions).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
+import orjson
 
 from kernel.similarity import exact_hash, id_hash, normalise, signatures
 from kernel.tasks import TaskConfig, label_of, output_problem
@@ -52,9 +54,26 @@ class Decision:
     input_hash: int = 0
     matched_id: str = ""
     replay: bool = False  # kept earlier already (same id seen again)
+    task: str = ""        # an invalid message's task, when its bytes name a declared one
 
 
 Invalid = InvalidMessage
+
+_TASK_FIELD = re.compile(rb'"task"\s*:\s*"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})"')
+
+
+def task_of(raw: bytes | None, tasks: Mapping[str, TaskConfig]) -> str:
+    """The declared task an invalid message names, read from its bytes (JSON or not: a
+    truncated line usually still holds ``"task": "..."``); "" when none can be read."""
+    if not raw:
+        return ""
+    try:
+        doc = orjson.loads(raw)
+        name = doc.get("task") if isinstance(doc, dict) else None
+    except orjson.JSONDecodeError:
+        m = _TASK_FIELD.search(raw)
+        name = m.group(1).decode() if m else None
+    return name if isinstance(name, str) and name in tasks else ""
 
 
 def decode(raw: bytes | None, tasks: Mapping[str, TaskConfig]) -> TeacherLog:
@@ -125,7 +144,7 @@ class Curator:
             try:
                 log = decode(msg.value, self.tasks)
             except Invalid as exc:
-                decisions.append(Decision("invalid", str(exc), msg))
+                decisions.append(Decision("invalid", str(exc), msg, task=task_of(msg.value, self.tasks)))
                 continue
             task = self.tasks[log.task]
             label = label_of(log.output)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from kernel.broker import start_client
 from schemas.events import teacher_log_message
 
 
@@ -18,20 +20,39 @@ def _key(line: bytes) -> bytes | None:
     return task.encode() if isinstance(task, str) else None
 
 
-async def publish_lines(kafka, servers: str, topic: str, lines: Iterable[bytes], batch: int = 1000) -> int:
+@dataclass
+class Published:
+    """What publish_lines sent: every non-blank line, and the line numbers that are not JSON
+    (sent too: the worker routes them to dead.letters with the reason)."""
+
+    n: int = 0
+    not_json: list[int] = field(default_factory=list)
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+async def publish_lines(kafka, servers: str, topic: str, lines: Iterable[bytes], batch: int = 1000) -> Published:
     kw = kafka.aiokafka_kwargs()
     kw["bootstrap_servers"] = servers
     producer = AIOKafkaProducer(**kw, linger_ms=5, acks="all")
-    await producer.start()
-    n = 0
+    await start_client(producer, servers)
+    out = Published()
     try:
         pending = []
-        for raw in lines:
+        for lineno, raw in enumerate(lines, 1):
             line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
+            if not _is_json(line):
+                out.not_json.append(lineno)
             pending.append(await producer.send(topic, line, key=_key(line)))
-            n += 1
+            out.n += 1
             if len(pending) >= batch:
                 for f in pending:
                     await f
@@ -40,7 +61,7 @@ async def publish_lines(kafka, servers: str, topic: str, lines: Iterable[bytes],
             await f
     finally:
         await producer.stop()
-    return n
+    return out
 
 
 class TeacherLogProducer:
@@ -53,10 +74,11 @@ class TeacherLogProducer:
 
     def __init__(self, kafka, topic: str = "teacher.logs") -> None:
         self._producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), linger_ms=5, acks="all")
+        self._servers = kafka.servers
         self.topic = topic
 
     async def __aenter__(self):
-        await self._producer.start()
+        await start_client(self._producer, self._servers)
         return self
 
     async def __aexit__(self, *exc):

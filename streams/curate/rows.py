@@ -14,13 +14,12 @@ from streams.curate.policy import Decision
 
 
 def event_id(d: Decision) -> str:
-    """The event id; for undecodable messages a stable one made from where and what they were
-    (a replay of the same record gets the same id, a different record never does)."""
+    """The event id; for an invalid message a hash of its raw bytes (not of where it was read:
+    a replay, or the same file published again, is the same event and counts once)."""
     if d.log is not None:
         return d.log.id
     m = d.message
-    digest = xxhash.xxh3_64_hexdigest(m.value or b"")
-    return f"invalid:{m.topic}:{m.partition}:{m.offset}:{digest}"
+    return f"invalid:{m.topic}:{xxhash.xxh3_128_hexdigest(m.value or b'')}"
 
 
 def message_time(d: Decision) -> datetime:
@@ -35,7 +34,7 @@ def curation_event_row(d: Decision, curated_at: datetime) -> dict:
     return {
         "id": event_id(d),
         "ts": log.ts if log is not None else message_time(d),
-        "task": log.task if log else "",
+        "task": log.task if log else d.task,
         "outcome": d.outcome,
         "reason": d.reason,
         "slice": d.slice,

@@ -24,6 +24,8 @@ def retrain(task_name, reason):
     """
     from aiokafka import AIOKafkaProducer
 
+    from kernel.broker import start_client
+
     from streams.trigger import store as tstore
 
     c = ctx()
@@ -40,11 +42,7 @@ def retrain(task_name, reason):
 
         async def run() -> bool:
             producer = AIOKafkaProducer(**settings.kafka.aiokafka_kwargs(), acks="all")
-            try:
-                await producer.start()
-            except Exception as exc:
-                raise click.ClickException(f"cannot reach the broker at {settings.kafka.servers} ({exc}); "
-                                           "is `flywheel up` running, or FLYWHEEL_KAFKA_BOOTSTRAP set?") from None
+            await start_client(producer, settings.kafka.servers)
             try:
                 async def publish(m):
                     await producer.send_and_wait(RETRAIN_REQUESTS.name, messages.encode(RETRAIN_REQUESTS, m),

@@ -87,3 +87,46 @@ def build_request(task: str, reason: Reason, watermark: str, gold_version: int, 
         "requested_at": rfc3339(now),
         "schema_version": SCHEMA_VERSION,
     }
+
+
+@dataclass(frozen=True)
+class PastRequest:
+    request_id: str
+    kind: str
+    alert_ids: tuple[str, ...]
+    requested_at: datetime
+
+
+def _dur(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def explain_alert(cfg: TriggerConfig, alert_id: str, metric: str, detected_at: datetime,
+                  requests: list[PastRequest], new_kept: int) -> str:
+    """Why an alert did or did not start a retrain, in the trigger's own terms. Pure.
+
+    ``requests``: the task's retrain requests (any order); ``new_kept``: kept examples since the
+    newest request's watermark (what the trigger would count now)."""
+    started = [r for r in requests if alert_id in r.alert_ids]
+    if started:
+        return f"started retrain {started[0].request_id}"
+    if not cfg.enabled:
+        return "no retrain: the trigger is off ([trigger] enabled = false)"
+    if metric not in cfg.metrics:
+        return f"no retrain: {metric} is not one of [trigger] metrics {list(cfg.metrics)}"
+    before = [r for r in requests if r.requested_at <= detected_at]
+    last = max(before, key=lambda r: r.requested_at) if before else None
+    if last is not None and (detected_at - last.requested_at).total_seconds() < cfg.cooldown_s:
+        return (f"no retrain: cooldown ({_dur(cfg.cooldown_s)}) after the {last.kind} request {last.request_id} "
+                f"at {last.requested_at:%Y-%m-%d %H:%M:%S}")
+    after = [r for r in requests if r.requested_at > detected_at]
+    if after:
+        first = min(after, key=lambda r: r.requested_at)
+        return f"no retrain of its own: the {first.kind} request {first.request_id} came first"
+    if new_kept < cfg.min_new_examples:
+        return (f"waiting: {new_kept} new kept examples since the last request, "
+                f"min_new_examples = {cfg.min_new_examples}")
+    return "pending: the trigger acts on it at its next check"

@@ -54,7 +54,7 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
             echo(f"warehouse  embedded chdb at {settings.chdb_path.resolve()} (served to other "
                  f"flywheel commands at {owner.url})")
         echo(f"tasks      {', '.join(f'{t.name} ({t.source})' for t in tasks.values())}")
-        echo("worker     starting the stream worker as a child process; Ctrl-C stops everything cleanly")
+        echo("worker     starting the stream worker (a child process, restarted if it dies)")
         bootstrap = broker.bootstrap if broker is not None else settings.kafka.servers
         return supervise(settings, bootstrap, loglevel, echo=echo)
     finally:
@@ -179,20 +179,49 @@ def use_uvloop() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-def _run_worker(settings, tasks, store, loglevel: str) -> int:
+def _run_worker(settings, tasks, store, loglevel: str, echo=print) -> int:
     use_uvloop()
     from streams.worker.app import build_app
 
     app, _ctx = build_app(settings, tasks, store)
-    return run_faust(app, loglevel)
+    return run_faust(app, loglevel, lambda line: echo(line) or _flush())
 
 
-def run_faust(app, loglevel: str = "info") -> int:
+def _flush() -> None:
+    import sys
+
+    sys.stdout.flush()
+
+
+# Faust and mode log every service's "Starting..."/"Stopping..." at INFO (about 40 lines at
+# start-up, as many at shutdown), which buries the banner. Below --log-level debug they log
+# warnings and errors only; flywheel's own loggers keep the level asked for.
+CHATTY_LOGGERS = ("faust", "mode", "aiokafka", "kafka")
+READY_LINE = "worker     ready: curating teacher.logs (Ctrl-C stops everything cleanly)"
+
+
+def quiet_chatter(loglevel: str) -> None:
+    if loglevel.lower() == "debug":
+        return
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(loglevel.upper())))
+
+
+def run_faust(app, loglevel: str = "info", echo=print) -> int:
     """Run a Faust app's worker in this process until it is stopped (SIGINT/SIGTERM)."""
     import faust
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
-                          override_logging=True, console_port=0)
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger, level) -> None:
+            super().on_setup_root_logger(logger, level)
+            quiet_chatter(loglevel)
+
+        def _on_startup_end_spinner(self) -> None:
+            super()._on_startup_end_spinner()
+            echo(READY_LINE)
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                    override_logging=True, console_port=0)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

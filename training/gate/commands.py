@@ -23,13 +23,13 @@ from training.registry.store import registry_store
 def gate_cmd(task_name, model_version, predictions, gold_version, as_json, no_publish):
     """Gate a candidate on the frozen gold set against the pinned baseline.
 
-    Exits 0 when approved, 1 when rejected.
+    Exits 0 when approved, 1 when rejected; a rejection ends with one line saying why.
     """
     from kernel.tasks import TaskConfigError
     from schemas.topics import MODEL_EVENTS
     from training.gate.config import gate_config
     from training.gate.gating import GateError, event_for, gate, gold_for, publish_sync, read_predictions
-    from training.gate.policy import render_table
+    from training.gate.policy import one_line, render_table
     from training.registry import store as st
     from training.students.load import load_predictor
 
@@ -76,6 +76,9 @@ def gate_cmd(task_name, model_version, predictions, gold_version, as_json, no_pu
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render_table(verdict))
+        if not verdict.approved:
+            click.echo("")
+            click.echo(one_line(verdict))
     sys.exit(0 if verdict.approved else 1)
 
 

@@ -178,8 +178,10 @@ def event_for(verdict: Verdict, request_id: str | None = None) -> dict[str, Any]
 async def publish(kafka, topic: str, items: list[tuple[str, dict]]) -> None:
     from aiokafka import AIOKafkaProducer
 
+    from kernel.broker import start_client
+
     producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all")
-    await producer.start()
+    await start_client(producer, kafka.servers)
     try:
         for key, value in items:
             await producer.send_and_wait(topic, orjson.dumps(value), key=key.encode())

@@ -167,6 +167,16 @@ def teacher_answers(gold_rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, s
     return answers, missing
 
 
+def one_line(v: Verdict) -> str:
+    """The verdict in one line; a rejection says why (its first reason, and how many more)."""
+    head = (f"{v.model_version} {'APPROVED' if v.approved else 'REJECTED'}: gold v{v.gold_version} "
+            f"{v.overall:.4f} vs {v.baseline} {v.baseline_overall:.4f}")
+    if v.approved or not v.reasons:
+        return head
+    more = f" (and {len(v.reasons) - 1} more reason{'s' if len(v.reasons) > 2 else ''})" if len(v.reasons) > 1 else ""
+    return f"{head}; why: {v.reasons[0]}{more}"
+
+
 def render_table(v: Verdict) -> str:
     """A plain-text table of a verdict, for terminals and logs."""
     head = (f"gate {'APPROVED' if v.approved else 'REJECTED'}  task={v.task}  model={v.model_version}  "

@@ -31,16 +31,13 @@ def models_cmd(task_name, as_json):
     if not rows:
         click.echo(f"no model versions for task {task_name!r} yet")
         return
-    table = [("version", "status", "gold", "score", "baseline", "dataset", "created_at")]
-    for r in rows:
-        fmt = lambda v: "-" if v is None else f"{float(v):.4f}"  # noqa: E731
-        table.append((r["version"], r["status"], f"v{r['gold_version']}", fmt(r["overall_score"]),
-                      fmt(r["baseline_score"]), r["dataset_hash"][:12], r["created_at"]))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
-    for i, row in enumerate(table):
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    from kernel.table import render
+
+    fmt = lambda v: "-" if v is None else f"{float(v):.4f}"  # noqa: E731
+    click.echo(render(("version", "status", "gold", "score", "baseline", "dataset", "created_at"),
+                      [(r["version"], r["status"], f"v{r['gold_version']}", fmt(r["overall_score"]),
+                        fmt(r["baseline_score"]), r["dataset_hash"][:12], r["created_at"]) for r in rows],
+                      numeric=(False, False, False, True, True, False, False)))
 
 
 commands: list = [models_cmd]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import click
 
@@ -19,7 +20,12 @@ from training.registry.store import registry_store
               help="Seconds without a heartbeat after which another worker's run counts as dead.")
 @click.option("-v", "--verbose", is_flag=True)
 def train_worker_cmd(group, max_requests, idle_exit, lease, verbose):
-    """Consume retrain.requests: dataset snapshot, LoRA training, gate, register (one job at a time)."""
+    """Consume retrain.requests: dataset snapshot, LoRA training, gate, register (one job at a time).
+
+    Prints one line per handled request (a rejection says why). Exits 0 when every request it
+    handled ended approved (or had been handled before), 1 when any ended rejected or failed:
+    a batch run (--max-requests, --idle-exit) can be chained with `&&`.
+    """
     from training.train.worker import WorkerOptions, run_worker
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -39,7 +45,23 @@ def train_worker_cmd(group, max_requests, idle_exit, lease, verbose):
     finally:
         store.close()
     for o in outcomes:
-        click.echo(f"{o.request_id}: {o.status} {o.model_version} {o.message}")
+        click.echo(outcome_line(o))
+    sys.exit(1 if any(not ok(o) for o in outcomes) else 0)
+
+
+def ok(o) -> bool:
+    """Approved, or skipped because the request was handled before."""
+    if o.status == "skipped":
+        return bool(o.request_id)  # an unreadable request is skipped too, and is a failure
+    return o.status == "done" and o.verdict is not None and o.verdict.approved
+
+
+def outcome_line(o) -> str:
+    from training.gate.policy import one_line
+
+    if o.status == "done" and o.verdict is not None:
+        return f"{o.request_id}: {one_line(o.verdict)}"
+    return f"{o.request_id or '(unreadable request)'}: {o.status} {o.model_version} {o.message}".rstrip()
 
 
 commands: list = [train_worker_cmd]

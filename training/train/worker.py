@@ -31,7 +31,7 @@ from schemas.topics import DEAD_LETTERS, MODEL_EVENTS, RETRAIN_REQUESTS
 from training.gate.config import gate_config
 from training.gate.gating import GateError, event_for, gate, gold_for
 from training.registry import store as st
-from training.registry.artifacts import base_model_identity, reserve_version, seal, write_json
+from training.registry.artifacts import base_model_identity, reserve_version, seal, write_json, write_model_card
 from training.students.config import artifacts_root, train_config
 from training.students.load import load_predictor
 from training.train import runs
@@ -177,6 +177,7 @@ def process_request(store: Warehouse, settings, tasks: dict[str, TaskConfig], re
                        registered=True)
         timings["gate_s"] = time.monotonic() - t
         write_json(vdir / "eval.json", {"verdict": verdict.to_dict(), "fit": fit.__dict__})
+        write_model_card(vdir, version, task, hp, ident, ds.manifest, verdict)
         seal(vdir)
         timings["total_s"] = time.monotonic() - t0
         hb.update(timings=st.dumps(timings), message="publishing verdict")

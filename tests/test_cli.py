@@ -4,6 +4,7 @@ import orjson
 from click.testing import CliRunner
 
 from flywheel.cli import main
+from tests.helpers.testing import make_store
 
 
 def run(tmp_path, *args, tasks=None):
@@ -56,16 +57,6 @@ def test_bad_task_file_fails_up_naming_file_key_and_fix(tmp_path):
 def test_missing_task_folder_names_the_fix(tmp_path):
     res = run(tmp_path, "up", tasks=tmp_path / "nowhere")
     assert res.exit_code != 0 and "--tasks" in res.output
-
-
-def make_store(data_dir):
-    """An embedded store under data_dir, as `flywheel up` leaves it."""
-    from kernel.settings import load_settings
-    from kernel.warehouse import open_warehouse
-    from kernel.warehouse.migrate import apply_ddl
-
-    with open_warehouse(load_settings({}, data_dir=data_dir)) as w:
-        apply_ddl(w)
 
 
 def test_sql_without_a_running_worker_opens_the_store(tmp_path, tasks_dir):

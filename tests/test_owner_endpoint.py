@@ -225,9 +225,12 @@ def test_files_are_private_and_owner_json_lifecycle(tmp_path):
 def test_flywheel_sql_is_read_only_unless_write(tmp_path, tasks_dir):
     from flywheel.cli import main
 
+    from tests.helpers.testing import make_store
+
     def run(*args):
         return CliRunner().invoke(main, ["--data-dir", str(tmp_path / "d"), "--tasks", str(tasks_dir), "sql", *args])
 
+    make_store(tmp_path / "d")  # `sql` refuses a data dir that holds no store
     res = run("DROP TABLE examples")
     assert res.exit_code == 1 and "read-only" in res.output and "--write" in res.output
     res = run("SELECT count() FROM examples", "--format", "TSV")

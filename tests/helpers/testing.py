@@ -156,3 +156,13 @@ def wait_until(pred, timeout: float, every: float = 0.2):
             return out
         time.sleep(every)
     return None
+
+
+def make_store(data_dir):
+    """An embedded store under data_dir, as `flywheel up` leaves it."""
+    from kernel.settings import load_settings
+    from kernel.warehouse import open_warehouse
+    from kernel.warehouse.migrate import apply_ddl
+
+    with open_warehouse(load_settings({}, data_dir=data_dir)) as w:
+        apply_ddl(w)

@@ -104,23 +104,23 @@ def child_raw(bootstrap: str, n: int, group: str) -> dict:
         c = AIOKafkaConsumer("teacher.logs", bootstrap_servers=bootstrap, group_id=group,
                              auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
         await c.start()
-        count, t0 = 0, None
+        count, t0, cpu0 = 0, None, None
         while count < n:
             batch = await c.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 if t0 is None:
-                    t0 = time.perf_counter()
+                    t0, cpu0 = time.perf_counter(), time.process_time()
                 for r in records:
                     try:
                         orjson.loads(r.value)
                     except orjson.JSONDecodeError:
                         pass
                     count += 1
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         await c.stop()
-        return dt
-    dt = asyncio.run(run())
-    return {"events": n, "seconds": dt}
+        return dt, cpu
+    dt, cpu = asyncio.run(run())
+    return {"events": n, "seconds": dt, "cpu_s": cpu}
 
 
 def _faust_settings(bootstrap: str, group: str, data_dir: Path, tasks_dir: Path, fetch_wait: int):
@@ -155,20 +155,21 @@ def child_faust(bootstrap: str, n: int, group: str, variant: str) -> None:
         app = transport.App(group, broker=transport.broker_urls([bootstrap]),
                             cython_optimizations=(variant == "tuned"), **common)
     topic = app.topic("teacher.logs", value_serializer="raw", key_serializer="raw")
-    state = {"count": 0, "t0": None}
+    state = {"count": 0, "t0": None, "cpu0": None}
 
     @app.agent(topic, concurrency=1)
     async def decode_only(stream):
         async for value in stream:
             if state["t0"] is None:
-                state["t0"] = time.perf_counter()
+                state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
             try:
                 orjson.loads(value)
             except orjson.JSONDecodeError:
                 pass
             state["count"] += 1
             if state["count"] >= n:
-                _finish({"events": n, "seconds": time.perf_counter() - state["t0"]})
+                _finish({"events": n, "seconds": time.perf_counter() - state["t0"],
+                         "cpu_s": time.process_time() - state["cpu0"]})
 
     runner.run_faust(app, "warning")
 
@@ -194,8 +195,20 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str, task_names: st
     chosen = appmod.WORKER_STAGES[:1] if stages == "none" else appmod.WORKER_STAGES  # curate alone, or all
     app, ctx = appmod.build_app(settings, load_tasks(settings.tasks_dir), store, stages=chosen)
     pipeline = ctx.services["curate"]
-    state = {"count": 0, "t0": None, "wall0": None}
+    if hasattr(runner, "tune_gc"):  # as the worker does after build_app (absent in older code)
+        runner.tune_gc()
+    state = {"count": 0, "t0": None, "wall0": None, "gc_s": 0.0, "gc_start": 0.0}
     original = pipeline.decide
+
+    def gc_clock(phase, info):  # time spent in the cyclic garbage collector, once the clock runs
+        if state["t0"] is None:
+            return
+        if phase == "start":
+            state["gc_start"] = time.perf_counter()
+        else:
+            state["gc_s"] += time.perf_counter() - state["gc_start"]
+    import gc
+    gc.callbacks.append(gc_clock)
 
     def first_seen(messages):  # the clock starts when the first batch reaches the agent
         if state["t0"] is None:
@@ -208,7 +221,8 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str, task_names: st
             dt = time.perf_counter() - state["t0"]
             rows = store.scalar("SELECT count() FROM curation_events")
             _finish({"events": state["count"], "seconds": dt, "rows": rows, "wall_start": state["wall0"],
-                     "wall_end": time.time(), "cpu_s": time.process_time() - state["cpu0"], "outcomes": pipeline.counts})
+                     "wall_end": time.time(), "cpu_s": time.process_time() - state["cpu0"],
+                     "gc_s": state["gc_s"], "outcomes": pipeline.counts})
 
     pipeline.decide = first_seen
     ctx.curate_hooks.append(durable)
@@ -217,7 +231,8 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str, task_names: st
 
         @app.on_partitions_assigned.connect
         async def assigned(sender, assigned, **kw):
-            ready.write_text(",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)))
+            ready.write_text(",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned
+                                             if tp.topic == "teacher.logs")))
     runner.run_faust(app, "warning")
 
 
@@ -561,6 +576,9 @@ def main() -> None:
                     results["curate_profile"] = profile_curate(broker.bootstrap, args.events, Path(tmp))
                     for row in results["curate_profile"]["top_self"]:
                         print(f"  {row['us_per_event']:7.2f} µs  {row['share']:5.1%}  {row['function']}")
+                    print("  inclusive, by stage:")
+                    for k, v in results["curate_profile"]["inclusive_by_stage_us_per_event"].items():
+                        print(f"  {v:7.2f} µs  {k}")
         if "scaling" in parts:
             print("two workers vs one, two tasks on two partitions:", flush=True)
             results["scaling"] = scaling(args.events, max(args.repeat, 1), Path(tmp), broker_mod, load_settings)
@@ -610,6 +628,19 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Where a sampled stack belongs (first match wins): frames whose names contain a marker.
+PROFILE_STAGES = [
+    ("curate decision: decode, validate, dedupe (Curator.curate)", ["Curator.curate"]),
+    ("ClickHouse insert and rows (CuratePipeline._write)", ["CuratePipeline._write", "Warehouse.insert"]),
+    ("drift hook (DriftStage.on_curated)", ["on_curated"]),
+    ("dead letters and review items (CuratePipeline._send)", ["CuratePipeline._send"]),
+    ("acks after the durable write", ["Stream.ack", "Consumer.ack", "Event.ack"]),
+    ("Faust drain: fetch, ConsumerMessage, conductor, Event", ["_drain_messages", "_deliver", "getmany"]),
+    ("aiokafka consumer thread (fetch, decode records)", ["_fetch_records", "fetched_records", "Fetcher."]),
+    ("stream iterator and take buffer", ["_c_aiter", "_py_aiter", "noack_take", "take_events", "add_to_buffer"]),
+]
+
+
 def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
     """py-spy attached to a tuned curate child once its partitions are assigned (the topic is
     pre-filled, so it is busy from then on until it has made n events durable). Rows are
@@ -634,6 +665,7 @@ def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
     if res is None:
         raise RuntimeError(f"profiled child gave no result: {out[-3000:]}")
     own: dict[str, int] = {}
+    stages = dict.fromkeys([s for s, _ in PROFILE_STAGES] + ["other (event loop, timers, Faust services)"], 0)
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -643,6 +675,12 @@ def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
         leaf = frames[-1]
         c = int(count)
         total += c
+        for stage, markers in PROFILE_STAGES:
+            if any(m in stack for m in markers):
+                stages[stage] += c
+                break
+        else:
+            stages["other (event loop, timers, Faust services)"] += c
         fn = leaf.split(" (")[0] + " (" + leaf.split(" (")[-1].split("/")[-1] if " (" in leaf else leaf
         own[fn] = own.get(fn, 0) + c
     top = sorted(own.items(), key=lambda kv: -kv[1])[:10]
@@ -650,19 +688,19 @@ def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
     return {"events": events, "rate_hz": rate, "samples": total, "events_per_s": events / res["seconds"],
             "us_per_event_sampled": total / rate / events * 1e6,
             "top_self": [{"function": f, "samples": c, "share": c / max(total, 1),
-                          "us_per_event": c / rate / events * 1e6} for f, c in top]}
+                          "us_per_event": c / rate / events * 1e6} for f, c in top],
+            "inclusive_by_stage_us_per_event": {k: v / rate / events * 1e6 for k, v in stages.items()}}
 
 
 def scaling(n: int, repeat: int, tmp: Path, broker_mod, load_settings) -> dict:
-    """One worker vs two workers of one group, on two tasks whose logs go to partitions 0 and
-    1 (n events each). Workers start first and the topics are filled once their partitions
+    """One worker vs two workers of one group, on two tasks whose logs go to two partitions
+    (n events each; with two workers, one partition of each). Workers start first and the topics are filled once their partitions
     are assigned, so no rebalance falls inside the timed window. Events/s = 2n / (last worker
     done - first batch seen). Also the CPU each process used in that window."""
     from dataclasses import replace
-    per_task = {}
-    for name, part in (("ta", 0), ("tb", 1)):
-        per_task[name] = (part, [e.replace(b'"task":"transactions"', f'"task":"{name}"'.encode())
-                                   .replace(b'"id":"evt-', f'"id":"{name}-'.encode()) for e in make_events(n)])
+    per_task = {name: [e.replace(b'"task":"transactions"', f'"task":"{name}"'.encode())
+                        .replace(b'"id":"evt-', f'"id":"{name}-'.encode()) for e in make_events(n)]
+                for name in ("ta", "tb")}
     out: dict = {"events_per_task": n, "runs": {"one": [], "two": []}, "cores_busy": {"one": [], "two": []}}
     for r in range(repeat):
         for mode in ("one", "two"):
@@ -672,46 +710,61 @@ def scaling(n: int, repeat: int, tmp: Path, broker_mod, load_settings) -> dict:
                 group = f"bench-scale-{mode}-{r}-{time.time_ns()}"
                 workers = 1 if mode == "one" else 2
                 children, files = [], []
-                for w in range(workers):
-                    ready = tmp / f"scale-ready-{group}-{w}"
-                    cmd, env = _child_cmd(["curate", broker.bootstrap, str(2 * n // workers), group, "default",
-                                           "ta,tb"], None)
-                    env["BENCH_READY_FILE"] = str(ready)
-                    children.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                                     stderr=subprocess.STDOUT, text=True))
-                    files.append(ready)
-                    # Tansu has trouble with two members joining at the same moment: stagger
-                    _wait_file(ready, children[-1])
-                if workers == 2:  # both members hold two of the four partitions, 0 and 1 apart
-                    texts = [_wait_file(f, c, ok=lambda t: t.count(",") == 1) for f, c in zip(files, children)]
-                    assert {texts[0].count(":0"), texts[1].count(":0")} == {0, 1}, texts
-                procs = [broker._proc.pid] + ([broker._relay.pid] if broker._relay else [])
-                cpu0 = {pid: _proc_cpu_s(pid) for pid in procs + [c.pid for c in children]}
-
-                async def fill():
-                    await asyncio.gather(*(prefill(broker.bootstrap, evs, key=name.encode(), partition=part)
-                                           for name, (part, evs) in per_task.items()))
-                asyncio.run(fill())
-                results = []
-                for c in children:
-                    o, _ = c.communicate(timeout=600)
-                    res = _result(o)
-                    if res is None:
-                        raise RuntimeError(f"scaling child gave no result: {o[-3000:]}")
-                    results.append(res)
-                wall = max(x["wall_end"] for x in results) - min(x["wall_start"] for x in results)
-                cpu = sum(x["cpu_s"] for x in results) + sum(_proc_cpu_s(p) - cpu0[p] for p in procs)
-                rate = 2 * n / wall
+                try:
+                    rate, busy, shares = _scaling_run(broker, group, workers, n, per_task, tmp, children, files)
+                finally:
+                    for c in children:  # a failed run must not leave workers behind
+                        if c.poll() is None:
+                            c.kill()
+                            c.wait(10)
                 out["runs"][mode].append(rate)
-                out["cores_busy"][mode].append(cpu / wall)
-                print(f"  run {r + 1}/{repeat} {mode} worker(s) {rate:9.0f} events/s, "
-                      f"{cpu / wall:.2f} cores busy (workers {[round(x['cpu_s'] / wall, 2) for x in results]})",
-                      flush=True)
+                out["cores_busy"][mode].append(busy)
+                print(f"  run {r + 1}/{repeat} {mode} worker(s) {rate:9.0f} events/s, {busy:.2f} cores busy "
+                      f"(workers {shares})", flush=True)
     med = {k: statistics.median(v) for k, v in out["runs"].items()}
     out["events_per_s_median"] = med
     out["cores_busy_median"] = {k: statistics.median(v) for k, v in out["cores_busy"].items()}
     out["ratio_two_over_one"] = med["two"] / med["one"]
     return out
+
+
+def _scaling_run(broker, group, workers, n, per_task, tmp, children, files):
+    """One timed run; returns events/s, cores busy, and each worker's share of a core."""
+    for w in range(workers):
+        ready = tmp / f"scale-ready-{group}-{w}"
+        cmd, env = _child_cmd(["curate", broker.bootstrap, str(2 * n // workers), group, "default",
+                               "ta,tb"], None)
+        env["BENCH_READY_FILE"] = str(ready)
+        children.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True))
+        files.append(ready)
+        # Tansu has trouble with two members joining at the same moment: stagger
+        _wait_file(ready, children[-1])
+    if workers == 2:  # both members hold two of the four partitions
+        texts = [_wait_file(f, c, ok=lambda t: t.count(",") == 1) for f, c in zip(files, children)]
+        assert sorted(texts[0].split(",") + texts[1].split(",")) == [
+            f"teacher.logs:{p}" for p in range(4)], texts
+        # one task's partition on each worker, whatever the assignor did
+        parts = [int(texts[0].split(",")[0].split(":")[1]), int(texts[1].split(",")[0].split(":")[1])]
+    else:
+        parts = [0, 1]
+    procs = [broker._proc.pid] + ([broker._relay.pid] if broker._relay else [])
+    cpu0 = {pid: _proc_cpu_s(pid) for pid in procs + [c.pid for c in children]}
+
+    async def fill():
+        await asyncio.gather(*(prefill(broker.bootstrap, evs, key=name.encode(), partition=part)
+                               for (name, evs), part in zip(per_task.items(), parts)))
+    asyncio.run(fill())
+    results = []
+    for c in children:
+        o, _ = c.communicate(timeout=600)
+        res = _result(o)
+        if res is None:
+            raise RuntimeError(f"scaling child gave no result: {o[-3000:]}")
+        results.append(res)
+    wall = max(x["wall_end"] for x in results) - min(x["wall_start"] for x in results)
+    cpu = sum(x["cpu_s"] for x in results) + sum(_proc_cpu_s(p) - cpu0[p] for p in procs)
+    return 2 * n / wall, cpu / wall, [round(x["cpu_s"] / wall, 2) for x in results]
 
 
 def _free_port() -> int:

@@ -295,6 +295,8 @@ def throughput(bootstrap: str, n: int, repeat: int, baseline: Path | None) -> di
     if baseline is not None:
         modes["curate_today"] = (["curate", bootstrap, str(n), None, "default"], baseline)
     results: dict = {}
+    cpu: dict = {}  # CPU time of the whole process (all threads) per event: less noisy than events/s
+    gc_us: dict = {}
     for r in range(repeat):  # interleave modes so that machine noise hits them alike
         for name, (args, code) in modes.items():
             args = [a if a is not None else f"bench-{name}-{r}-{time.time_ns()}" for a in args]
@@ -303,10 +305,18 @@ def throughput(bootstrap: str, n: int, repeat: int, baseline: Path | None) -> di
             res = run_child(args, code=code)
             rate = res["events"] / res["seconds"]
             results.setdefault(name, []).append(rate)
+            cpu.setdefault(name, []).append(res["cpu_s"] / res["events"] * 1e6)
+            if "gc_s" in res:
+                gc_us.setdefault(name, []).append(res["gc_s"] / res["events"] * 1e6)
             extra = f" rows={res.get('rows')}" if "rows" in res else ""
-            print(f"  run {r + 1}/{repeat} {name:28s} {rate:9.0f} events/s{extra}", flush=True)
+            print(f"  run {r + 1}/{repeat} {name:28s} {rate:9.0f} events/s {cpu[name][-1]:7.1f} µs CPU/event{extra}",
+                  flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     out = {"events_per_s_median": med, "events_per_s_runs": results,
+           "cpu_us_per_event_median": cpu_med, "cpu_us_per_event_runs": cpu,
+           "gc_us_per_event_median": {k: statistics.median(v) for k, v in gc_us.items()},
+           "cpu_ratio_faust_stock_over_tuned": cpu_med["faust_stock"] / cpu_med["faust_tuned"],
            "ratio_faust_tuned_over_stock": med["faust_tuned"] / med["faust_stock"],
            "ratio_faust_tuned_cython_on_over_off": med["faust_tuned"] / med["faust_tuned_without_cython"],
            "ratio_curate_tuned_over_faust_tuned": med["curate_tuned"] / med["faust_tuned"],
@@ -314,6 +324,7 @@ def throughput(bootstrap: str, n: int, repeat: int, baseline: Path | None) -> di
            "ratio_faust_tuned_over_raw": med["faust_tuned"] / med["raw_aiokafka"]}
     if "curate_today" in med:
         out["ratio_curate_tuned_over_today"] = med["curate_tuned"] / med["curate_today"]
+        out["cpu_ratio_curate_today_over_tuned"] = cpu_med["curate_today"] / cpu_med["curate_tuned"]
     return out
 
 

@@ -10,8 +10,8 @@ from the same run are what to read, absolute figures are noisy):
   faust_stock                 a decode-only Faust agent on faust-streaming as shipped
                               (kafka:// transport, Monitor sensor, 1.5 s fetch wait, 1 s poll)
   faust_tuned                 the same agent on flywheel's transport and App
-                              (streams/worker/transport.py), cython_optimizations on
-  faust_tuned_without_cython  the same, cython_optimizations off
+                              (streams/worker/transport.py), as the worker runs them
+  faust_tuned_with_cython     the same with cython_optimizations on
   curate_tuned                flywheel's curate agent (this checkout), ClickHouse sink on,
                               timed from the first batch seen to the last event durable + acked
   curate_today                the same agent in today's code (--baseline-ref, exported with
@@ -139,21 +139,22 @@ def _finish(result: dict) -> None:
 
 def child_faust(bootstrap: str, n: int, group: str, variant: str) -> None:
     """variant: stock (faust-streaming as shipped: kafka:// transport, Monitor sensor, 1.5 s
-    fetch wait, 1 s poll), tuned (flywheel's transport and App, cython_optimizations on) or
-    tuned_nocython (the same with cython_optimizations off)."""
+    fetch wait, 1 s poll), tuned (flywheel's transport and App, as the worker runs them) or
+    tuned_cython (the same with cython_optimizations on)."""
     import faust
 
     runner = importlib.import_module("streams.worker.runner")
     runner.use_uvloop()
     common = dict(value_serializer="raw", key_serializer="raw", store="memory://", web_enabled=False,
                   autodiscover=False, topic_allow_declare=False, consumer_auto_offset_reset="earliest",
-                  broker_session_timeout=10, broker_heartbeat_interval=2, logging_config=None)
+                  broker_session_timeout=10, broker_heartbeat_interval=2, logging_config=None,
+                  datadir=tempfile.mkdtemp(prefix="flywheel-bench-faust-"))
     if variant == "stock":
         app = faust.App(group, broker=f"kafka://{bootstrap}", **common)
     else:
         transport = importlib.import_module("streams.worker.transport")
         app = transport.App(group, broker=transport.broker_urls([bootstrap]),
-                            cython_optimizations=(variant == "tuned"), **common)
+                            cython_optimizations=(variant == "tuned_cython"), **common)
     topic = app.topic("teacher.logs", value_serializer="raw", key_serializer="raw")
     state = {"count": 0, "t0": None, "cpu0": None}
 
@@ -213,7 +214,22 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str, task_names: st
     def first_seen(messages):  # the clock starts when the first batch reaches the agent
         if state["t0"] is None:
             state["t0"], state["wall0"], state["cpu0"] = time.perf_counter(), time.time(), time.process_time()
-        return original(messages)
+        t = time.perf_counter()
+        try:
+            return original(messages)
+        finally:
+            state["decide_s"] = state.get("decide_s", 0.0) + time.perf_counter() - t
+
+    original_drain = pipeline.drain
+
+    async def timed_drain():  # the agent waiting for the previous batch to be written
+        t = time.perf_counter()
+        try:
+            await original_drain()
+        finally:
+            if state["t0"] is not None:
+                state["drain_wait_s"] = state.get("drain_wait_s", 0.0) + time.perf_counter() - t
+    pipeline.drain = timed_drain
 
     def durable(decisions):  # curate hooks run once a batch is in ClickHouse and acked
         state["count"] += len(decisions)
@@ -222,7 +238,8 @@ def child_curate(bootstrap: str, n: int, group: str, stages: str, task_names: st
             rows = store.scalar("SELECT count() FROM curation_events")
             _finish({"events": state["count"], "seconds": dt, "rows": rows, "wall_start": state["wall0"],
                      "wall_end": time.time(), "cpu_s": time.process_time() - state["cpu0"],
-                     "gc_s": state["gc_s"], "outcomes": pipeline.counts})
+                     "gc_s": state["gc_s"], "decide_s": state.get("decide_s", 0.0),
+                     "drain_wait_s": state.get("drain_wait_s", 0.0), "outcomes": pipeline.counts})
 
     pipeline.decide = first_seen
     ctx.curate_hooks.append(durable)
@@ -289,7 +306,7 @@ def throughput(bootstrap: str, n: int, repeat: int, baseline: Path | None) -> di
         "raw_aiokafka": (["raw", bootstrap, str(n)], None),
         "faust_stock": (["faust", bootstrap, str(n), None, "stock"], None),
         "faust_tuned": (["faust", bootstrap, str(n), None, "tuned"], None),
-        "faust_tuned_without_cython": (["faust", bootstrap, str(n), None, "tuned_nocython"], None),
+        "faust_tuned_with_cython": (["faust", bootstrap, str(n), None, "tuned_cython"], None),
         "curate_tuned": (["curate", bootstrap, str(n), None, "default"], None),
     }
     if baseline is not None:
@@ -318,7 +335,7 @@ def throughput(bootstrap: str, n: int, repeat: int, baseline: Path | None) -> di
            "gc_us_per_event_median": {k: statistics.median(v) for k, v in gc_us.items()},
            "cpu_ratio_faust_stock_over_tuned": cpu_med["faust_stock"] / cpu_med["faust_tuned"],
            "ratio_faust_tuned_over_stock": med["faust_tuned"] / med["faust_stock"],
-           "ratio_faust_tuned_cython_on_over_off": med["faust_tuned"] / med["faust_tuned_without_cython"],
+           "ratio_faust_tuned_cython_on_over_off": med["faust_tuned_with_cython"] / med["faust_tuned"],
            "ratio_curate_tuned_over_faust_tuned": med["curate_tuned"] / med["faust_tuned"],
            "ratio_faust_stock_over_raw": med["faust_stock"] / med["raw_aiokafka"],
            "ratio_faust_tuned_over_raw": med["faust_tuned"] / med["raw_aiokafka"]}
@@ -654,9 +671,10 @@ PROFILE_STAGES = [
 
 def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
     """py-spy attached to a tuned curate child once its partitions are assigned (the topic is
-    pre-filled, so it is busy from then on until it has made n events durable). Rows are
-    functions by own (self) time across all threads except idle ones; µs/event = samples /
-    rate / events."""
+    pre-filled, so it is busy from then on until it has made n events durable). Only the
+    thread holding the GIL is sampled (--gil: Python work on any thread; ClickHouse's own
+    threads and waits are not counted). Rows are functions by own (self) time, and stages by
+    inclusive time; µs/event = samples / rate / events."""
     import shutil
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -668,7 +686,7 @@ def profile_curate(bootstrap: str, n: int, tmp: Path, rate: int = 250) -> dict:
     _wait_file(ready, child)
     raw = tmp / "profile.txt"
     spy_proc = subprocess.Popen([spy, "record", "--pid", str(child.pid), "--rate", str(rate), "--format", "raw",
-                                 "--output", str(raw), "--nonblocking"],
+                                 "--output", str(raw), "--nonblocking", "--gil"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out, _ = child.communicate(timeout=600)
     spy_proc.wait(60)

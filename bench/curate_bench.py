@@ -573,7 +573,8 @@ def main() -> None:
     from dataclasses import replace
 
     results: dict = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    results.update({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    results.update({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                "loadavg_1m_at_start": os.getloadavg()[0]},
                     "events": args.events, "repeat": args.repeat})
     events = make_events(args.events)
     results["mean_message_bytes"] = sum(map(len, events)) / len(events)
@@ -629,6 +630,7 @@ def main() -> None:
         for k in ("flywheel", "datasketch_lsh_128perm_verified"):
             if k in q:
                 print(f"  {k:35s} precision {q[k]['precision']:.3f} recall {q[k]['recall']:.3f}")
+    results["machine"]["loadavg_1m_at_end"] = os.getloadavg()[0]  # other tenants' load: read ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"written to {args.out}")

@@ -112,9 +112,8 @@ class CuratePipeline:
         now = datetime.now(timezone.utc)
         await self._retry("publish dead letters and review items", self._send, decisions, now)
         await self._retry("write the batch to ClickHouse", self._write, decisions, now)
-        ack = stream.ack
         for ev in events:  # durable: now the offsets may be committed
-            await ack(ev)
+            await stream.ack(ev)
         for d in decisions:
             self.counts[d.outcome] += 1
         self.events += len(decisions)

@@ -44,6 +44,7 @@ async def paced_publish(servers, values, per_second: float, stop: threading.Even
                 t0 = time.monotonic() - start / per_second
             if stop.is_set():
                 return
+            # one task spread over every partition, so that each worker of the group gets some
             futs = [await producer.send("teacher.logs", v, key=b"transactions", partition=(start + i) % PARTITIONS)
                     for i, v in enumerate(values[start:start + chunk])]
             for f in futs:
@@ -97,6 +98,8 @@ def test_workers_join_leave_and_die_mid_stream_lose_and_duplicate_nothing(settin
         ids = {r["id"] for r in store.rows("SELECT DISTINCT id FROM curation_events")}
         assert ids == {f"r{i}" for i in range(N)}
         print(f"outcome rows written {store.scalar('SELECT count() FROM curation_events')} for {N} events")
+        for w in (b, c):  # the joiners really took teacher.logs partitions (Faust logs the table)
+            assert "| teacher.logs" in w.log(), w.log()[-3000:]
         assert a.stop() == 0
     finally:
         stop.set()

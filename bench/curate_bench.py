@@ -273,7 +273,8 @@ def _result(stdout: str) -> dict | None:
 
 def run_child(args: list[str], timeout: float = 600, code: Path | None = None) -> dict:
     cmd, env = _child_cmd(args, code)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    # today's code leaves Faust's data directory in the cwd: run it from its own checkout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=code or ROOT, env=env)
     res = _result(out.stdout)
     if res is None:
         raise RuntimeError(f"child {args} gave no result:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")

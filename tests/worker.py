@@ -1,4 +1,10 @@
-"""Run `flywheel up` as a real child process against a test broker, for integration tests."""
+"""Run `flywheel up` as a real child process against a test broker, for integration tests.
+
+``WorkerProcess(..., worker_only=True)`` runs only the stream worker (``python -m tests.worker``)
+against a store that another process owns and serves (the test, through OwnerServer), so that
+several workers of one consumer group can share one store, as they share a ClickHouse server
+in production.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ from kernel.warehouse.remote import RemoteWarehouse, read_owner
 
 
 class WorkerProcess:
-    def __init__(self, settings, log_path: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, settings, log_path: Path, extra_env: dict | None = None, worker_only: bool = False) -> None:
         self.settings = settings
+        self.worker_only = worker_only
         self.log_path = Path(log_path)
         self.env = {
             **os.environ,
@@ -29,8 +36,9 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", "from flywheel.cli import main; main()", "up"],
-                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        argv = (["-m", "tests.worker"] if self.worker_only
+                else ["-c", "from flywheel.cli import main; main()", "up"])
+        self.proc = subprocess.Popen([sys.executable, *argv], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -80,3 +88,22 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str 
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def _worker_only() -> int:
+    """The stream worker alone, on the store that another process owns (see the module doc)."""
+    from kernel.settings import load_settings
+    from kernel.tasks import load_tasks
+    from kernel.warehouse import open_warehouse
+    from streams.worker.runner import _run_worker
+
+    settings = load_settings()
+    store = open_warehouse(settings)
+    try:
+        return _run_worker(settings, load_tasks(settings.tasks_dir), store, "info")
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_only())

@@ -26,7 +26,8 @@ def install(ctx: WorkerContext) -> None:
 
     @app.agent(teacher, concurrency=1, name="curate")
     async def curate(stream):
-        async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
+        # noack_take: nothing is acked until the pipeline has made the batch durable
+        async for events in stream.noack_take(settings.sink_batch_rows, settings.sink_flush_seconds):
             await pipeline.submit(stream, events)
 
     @app.timer(interval=10.0)

@@ -85,16 +85,13 @@ class CuratePipeline:
     async def submit(self, stream, events) -> None:
         """Decide a batch now and write it in the background while the next batch is read.
 
-        Each event gets an extra reference, so the ack that take_events gives it when this
-        returns does not release it; the background writer acks it once the batch is durable.
-        At most one batch is being written while the next is decided (bounded buffering: a
-        slow store stalls consumption, it never grows memory)."""
-        messages = []
-        for ev in events:
-            ev.message.incref()
-            m = ev.message
-            messages.append(Message(m.value, m.partition, m.offset, m.topic, m.timestamp))
-        decisions = self.decide(messages)
+        ``events`` come from ``stream.noack_take``, which never acks: the background writer
+        acks each event once its batch is durable (one ack per event, no extra reference).
+        The curator reads Faust's message objects as they are (they carry ``value``,
+        ``partition``, ``offset``, ``topic`` and ``timestamp``, like ``Message``). At most one
+        batch is being written while the next is decided (bounded buffering: a slow store
+        stalls consumption, it never grows memory)."""
+        decisions = self.decide([ev.message for ev in events])
         await self.drain()
         self._inflight = asyncio.ensure_future(self._finish(decisions, stream, events))
 

@@ -17,6 +17,7 @@ from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
 from streams.curate import agent as curate_agent
 from streams.drift import stage as drift_stage
+from streams.worker.transport import App, broker_urls, check_faust_version
 
 log = logging.getLogger("flywheel.worker")
 
@@ -27,31 +28,14 @@ WORKER_STAGES: tuple[WorkerStage, ...] = (
 )
 
 
-def tune_fetch_wait(ms: int) -> None:
-    """Faust's aiokafka driver hard-codes fetch_max_wait_ms=1500. With Faust's idle internal
-    topic co-subscribed, fetches for a busy topic queue behind that wait (measured with plain
-    aiokafka on Tansu: 16k events/s alone, 8k with an idle topic co-subscribed). Lower it on every worker consumer Faust creates. (bench/curate_bench.py compares it
-    with the stock value; on the embedded Tansu build the two were within noise.)"""
-    from faust.transport.drivers import aiokafka as drv
-
-    original = getattr(drv.AIOKafkaConsumerThread._create_worker_consumer, "__wrapped__",
-                       drv.AIOKafkaConsumerThread._create_worker_consumer)
-
-    def create(self, transport):
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms
-        return consumer
-
-    create.__wrapped__ = original
-    drv.AIOKafkaConsumerThread._create_worker_consumer = create
-
-
 def build_app(settings: Settings, tasks: dict[str, TaskConfig], store: Warehouse,
-              stages: tuple[WorkerStage, ...] = WORKER_STAGES) -> tuple[faust.App, WorkerContext]:
-    tune_fetch_wait(settings.fetch_max_wait_ms)
-    app = faust.App(
+              stages: tuple[WorkerStage, ...] = WORKER_STAGES) -> tuple[App, WorkerContext]:
+    check_faust_version()
+    # flywheel's transport (streams/worker/transport.py): batched drain, 50 ms poll, fetch wait
+    # from settings, no Monitor sensor in the per-event path
+    app = App(
         settings.consumer_group,
-        broker=";".join(f"kafka://{h}" for h in settings.kafka.servers.split(",")),
+        broker=broker_urls(settings.kafka.servers.split(","), fetch_max_wait_ms=settings.fetch_max_wait_ms),
         broker_credentials=_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
@@ -68,6 +52,12 @@ def build_app(settings: Settings, tasks: dict[str, TaskConfig], store: Warehouse
         broker_heartbeat_interval=max(settings.session_timeout_seconds / 5, 0.5),
         producer_acks=-1,
         logging_config=None,
+        # Faust's own data directory (unused: memory tables) under ours, not in the cwd
+        datadir=str(settings.data_dir / "faust"),
+        # cython_optimizations stays off: on a decode-only agent it measured 0.97-1.06x of off
+        # (bench/curate_bench.py, 3 interleaved runs), within noise, and it enables Faust code
+        # paths that its docs say have never run in production.
+        cython_optimizations=False,
     )
     ctx = WorkerContext(settings, tasks, store, app)
     for stage in stages:

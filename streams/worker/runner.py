@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -179,11 +180,26 @@ def use_uvloop() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def tune_gc(gen0: int = 50_000, gen1: int = 20, gen2: int = 100) -> None:
+    """Collect less often, and never rescan what start-up built (the dedupe memory, the app).
+
+    Every event allocates a few container objects (Faust's ConsumerMessage and Event, the
+    decoded log, the decision, the row); nearly all die by reference counting, yet with
+    Python's default thresholds (700, 10, 10) the cyclic collector ran often enough to cost
+    the curate agent 13-18 µs of CPU per event (measured with gc.callbacks in
+    bench/curate_bench.py, 20k events, 2 runs). With these thresholds and gc.freeze() after
+    start-up it was 1-4 µs, and events/s rose ~1.3x. Cycles are still collected, later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0, gen1, gen2)
+
+
 def _run_worker(settings, tasks, store, loglevel: str, echo=print) -> int:
     use_uvloop()
     from streams.worker.app import build_app
 
     app, _ctx = build_app(settings, tasks, store)
+    tune_gc()  # after build_app: the state it loaded is frozen
     return run_faust(app, loglevel, lambda line: echo(line) or _flush())
 
 

@@ -68,3 +68,17 @@ def test_a_message_the_curator_cannot_handle_becomes_invalid_not_lost(store):
     bad = [r for r in rows.values() if r["outcome"] == "invalid"]
     assert len(bad) == 1 and "internal error" in bad[0]["reason"]
     assert len(sent) == 1 and b"bug on this one" in sent[0]  # its original bytes are in dead.letters
+
+
+def test_status_rate_is_over_the_last_interval_not_since_start_up():
+    import time as _time
+
+    ctx = WorkerContext(load_settings({}), {"tx": TASK}, None, app=None)
+    p = CuratePipeline(ctx, Curator({"tx": TASK}), None, None)
+    p.started = p._mark[0] - 1000.0          # up for 1000 s ...
+    p._mark = (_time.monotonic() - 2.0, 0)   # ... and 400 events in the last 2 s
+    p.events = 400
+    line = p.status_line()
+    assert "curated 400 events" in line and ("(200/s lately)" in line or "(199/s lately)" in line), line
+    p._mark = (_time.monotonic() - 10.0, 400)  # idle for 10 s: the rate says so
+    assert "(0/s lately)" in p.status_line()

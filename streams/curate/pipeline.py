@@ -62,6 +62,7 @@ class CuratePipeline:
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.events = 0
         self.started = time.monotonic()
+        self._mark = (self.started, 0)  # (time, events) at the last status line
         self._inflight: asyncio.Future | None = None
 
     def decide(self, messages: list[Message]) -> list[Decision]:
@@ -156,6 +157,11 @@ class CuratePipeline:
         await retry_forever(what, fn, *args, log=log)
 
     def status_line(self) -> str:
-        rate = self.events / max(time.monotonic() - self.started, 1e-9)
+        """Totals since start-up, and the rate over the interval since the last status line
+        (an average since start-up keeps falling while the worker idles)."""
+        now = time.monotonic()
+        t0, n0 = self._mark
+        self._mark = (now, self.events)
+        rate = (self.events - n0) / max(now - t0, 1e-9)
         parts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
-        return f"curated {self.events} events ({rate:.0f}/s): {parts or 'none yet'}"
+        return f"curated {self.events} events ({rate:.0f}/s lately): {parts or 'none yet'}"

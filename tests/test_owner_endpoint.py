@@ -245,3 +245,15 @@ def test_flywheel_sql_is_read_only_unless_write(tmp_path, tasks_dir):
 
 def test_refusal_is_a_warehouse_error():
     assert issubclass(QueryRefused, WarehouseError)
+
+
+def test_header_limit_holds_after_clickhouse_connect_raised_the_global_one(owned):
+    import http.client
+
+    import clickhouse_connect  # noqa: F401  (raises http.client._MAXHEADERS to 10,000 on import)
+
+    store, server = owned
+    assert http.client._MAXHEADERS > 200
+    headers = "".join(f"X-H{i}: v\r\n" for i in range(200))
+    assert post(server, "/query", b"SELECT 1", server.token, headers)[0] in (400, 431)
+    assert post(server, "/query", b"SELECT 1", server.token)[0] == 200

@@ -37,6 +37,9 @@ from kernel.warehouse import Warehouse, WarehouseError
 log = logging.getLogger(__name__)
 
 MAX_BODY = 128 * 1024 * 1024
+# Our own header limit: http.server relies on http.client._MAXHEADERS (100), a process-wide
+# global that clickhouse-connect raises to 10,000 when it is imported.
+MAX_HEADERS = 100
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 32\r\nRetry-After: 1\r\n"
@@ -186,6 +189,15 @@ def _make_handler(store: Warehouse, token: str, max_body: int, read_timeout: flo
 
         def log_message(self, fmt, *args):  # quiet; errors are logged below
             pass
+
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            if len(self.headers) > MAX_HEADERS:
+                self.close_connection = True
+                self.send_error(431, f"more than {MAX_HEADERS} header lines")
+                return False
+            return True
 
         def _reply(self, code: int, body: bytes, extra: dict | None = None) -> None:
             self.close_connection = True

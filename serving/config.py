@@ -9,7 +9,8 @@ A record is the whole routing state of one task (keyed by task on the compacted 
      "versions": {"transactions-v3-1a2b3c4d": {"adapter_uri": "...", "student": "encoder_classifier",
                                                 "base_model": "...", "system_prompt": null,
                                                 "max_new_tokens": null}, ...},
-     "decided_by": "alice@host", "reason": "...", "ts": "2026-11-21T10:00:00.000Z", "schema_version": 1}
+     "config_id": "transactions:4", "decided_by": "alice@host", "reason": "...",
+     "decided_at": "2026-11-21T10:00:00.000Z", "schema_version": 1}
 
 ``versions`` describes every version the record names, so a router needs nothing but the topic
 to load and call them. ``revision`` grows by one per decision for a task; a router keeps the
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-
-import orjson
 
 SCHEMA = "model.config.schema.json"
 
@@ -59,18 +58,22 @@ class Route:
     action: str = ""
     decided_by: str = ""
     reason: str = ""
-    ts: str = ""
+    decided_at: str = ""
 
     def named(self) -> list[str]:
         """The versions this route keeps loaded: serving, canary, previous (in that order)."""
         return [v for v in (self.serving, self.canary, self.previous) if v]
 
     def to_record(self) -> dict[str, Any]:
-        return {"task": self.task, "revision": self.revision, "action": self.action,
-                "serving_version": self.serving, "previous_version": self.previous,
-                "canary_version": self.canary, "canary_share": self.canary_share,
-                "versions": {v: self.versions[v].to_obj() for v in self.named()},
-                "decided_by": self.decided_by, "reason": self.reason, "ts": self.ts, "schema_version": 1}
+        rec = {"config_id": f"{self.task}:{self.revision}", "task": self.task, "revision": self.revision,
+               "serving_version": self.serving, "previous_version": self.previous,
+               "canary_version": self.canary, "canary_share": self.canary_share,
+               "versions": {v: self.versions[v].to_obj() for v in self.named()},
+               "decided_by": self.decided_by or "unknown", "reason": self.reason, "decided_at": self.decided_at,
+               "schema_version": 1}
+        if self.action:
+            rec["action"] = self.action
+        return rec
 
 
 class ConfigError(ValueError):
@@ -85,7 +88,7 @@ def route_from_record(obj: Mapping[str, Any]) -> Route:
                   previous=obj.get("previous_version"), canary=obj.get("canary_version"),
                   canary_share=float(obj.get("canary_share") or 0.0), versions=versions,
                   action=obj.get("action", ""), decided_by=obj.get("decided_by", ""),
-                  reason=obj.get("reason", ""), ts=obj.get("ts", ""))
+                  reason=obj.get("reason", ""), decided_at=obj.get("decided_at", ""))
     missing = [v for v in route.named() if v not in versions]
     if missing:
         raise ConfigError(f"model.config record for {route.task!r} revision {route.revision} names "
@@ -124,11 +127,11 @@ def latest_per_task(records: list[Route]) -> dict[str, Route]:
 
 
 def encode(route: Route) -> bytes:
-    from schemas.events import validate
+    """The validated model.config message of a route."""
+    from schemas.messages import encode as encode_message
+    from schemas.topics import MODEL_CONFIG
 
-    obj = route.to_record()
-    validate(SCHEMA, obj)
-    return orjson.dumps(obj)
+    return encode_message(MODEL_CONFIG, route.to_record())
 
 
 def evictable(loaded: list[str], routes: Mapping[str, Route], cap: int) -> list[str]:

@@ -97,9 +97,10 @@ def load_encoder_base(base: str, labels: Sequence[str]):
     return tok, model
 
 
-def load_causal_base(base: str, quantization: str = "auto"):
+def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | None = None):
     """Tokenizer and causal LM of a base (a GGUF file is converted once, see serving.gguf); 4-bit
-    NF4 on CUDA when quantization is "auto" or "4bit", as the QLoRA student was trained."""
+    NF4 on CUDA when quantization is "auto" or "4bit", as the QLoRA student was trained.
+    ``tokenizer``: where to read the tokenizer from instead of the base (the adapter's copy)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,7 +124,7 @@ def load_causal_base(base: str, quantization: str = "auto"):
     elif cuda:
         kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise AdapterError(f"cannot load base model {base!r} offline ({exc}); the adapter was trained on it: "
@@ -288,7 +289,8 @@ class Engine:
         if info.student == ENCODER:
             tok, model = load_encoder_base(key[1], info.labels)
         else:
-            tok, model = load_causal_base(key[1], info.quantization)
+            own = str(info.path) if (info.path / "tokenizer_config.json").is_file() else None
+            tok, model = load_causal_base(key[1], info.quantization, own)
         model.eval()
         return _Group(key=key, model=model, base_tokenizer=tok)
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from kernel.lifecycle import ModelState, TransitionError, check_transition, state_of
 
-from .config import Route, VersionRef
+from serving.config import Route, VersionRef
 
 
 class PromotionError(ValueError):
@@ -44,7 +44,7 @@ def _step(row: Mapping[str, Any], to: ModelState) -> ModelState:
 
 
 def decide_promote(task: str, row: Mapping[str, Any] | None, gate_approved: bool | None, current: Route | None,
-                   ref: VersionRef, *, version: str, decided_by: str, reason: str, ts: str,
+                   ref: VersionRef, *, version: str, decided_by: str, reason: str, decided_at: str,
                    current_rows: Mapping[str, Mapping[str, Any]] | None = None) -> Decision:
     """Make ``version`` serve ``task``. ``gate_approved``: the latest gate verdict of the version
     (None: never gated). ``current_rows``: registry rows of the versions the current route names."""
@@ -75,12 +75,12 @@ def decide_promote(task: str, row: Mapping[str, Any] | None, gate_approved: bool
         versions[canary] = current.versions[canary]
     route = Route(task=task, revision=(current.revision if current else 0) + 1, serving=version,
                   previous=previous, canary=canary, canary_share=share or 0.0, versions=versions,
-                  action="promote", decided_by=decided_by, reason=reason, ts=ts)
+                  action="promote", decided_by=decided_by, reason=reason, decided_at=decided_at)
     return Decision("promote", version, route, tuple(steps), "promoted")
 
 
 def decide_rollback(task: str, current: Route | None, rows: Mapping[str, Mapping[str, Any]], *,
-                    decided_by: str, reason: str, ts: str) -> Decision:
+                    decided_by: str, reason: str, decided_at: str) -> Decision:
     """Make the previous version serve again; the one serving now becomes rolled_back."""
     if current is None or not current.serving:
         raise PromotionError(f"task {task!r} has no serving version to roll back; promote one first "
@@ -101,5 +101,5 @@ def decide_rollback(task: str, current: Route | None, rows: Mapping[str, Mapping
         versions[canary] = current.versions[canary]
     route = replace(current, revision=current.revision + 1, serving=prev, previous=None, canary=canary,
                     canary_share=current.canary_share if canary else 0.0, versions=versions,
-                    action="rollback", decided_by=decided_by, reason=reason, ts=ts)
+                    action="rollback", decided_by=decided_by, reason=reason, decided_at=decided_at)
     return Decision("rollback", prev, route, tuple(steps), "rolled_back")

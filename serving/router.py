@@ -154,7 +154,9 @@ class Router:
         self.known: dict[str, tuple[str, VersionRef]] = {}   # version -> (task, ref)
         self.loaded: list[str] = []                         # in load order
         self.pending: dict[str, Route] = {}                 # records waiting for their adapters
-        self.counters = {"requests": 0, "failed": 0, "config_applied": 0, "config_ignored": 0,
+        # failed: the router or a model server could not answer; rejected: a bad request
+        # (unknown task or version, wrong endpoint for the student, malformed body)
+        self.counters = {"requests": 0, "failed": 0, "rejected": 0, "config_applied": 0, "config_ignored": 0,
                          "config_invalid": 0, "config_load_failed": 0}
         self.applied_at: dict[str, float] = {}
         self._apply_lock = asyncio.Lock()
@@ -371,13 +373,13 @@ def create_router_app(router: Router) -> Starlette:
         try:
             return await fn(await body(request), request.headers.get("x-request-id") or uuid.uuid4().hex)
         except RouterError as exc:
-            router.counters["failed"] += 1
+            router.counters["failed" if exc.status >= 500 else "rejected"] += 1
             return error(exc.status, str(exc), "NotFoundError" if exc.status == 404 else "BadRequestError")
         except BackendError as exc:
             router.counters["failed"] += 1
             return error(exc.status if exc.status < 500 else 502, str(exc))
         except (ValueError, KeyError, TypeError) as exc:
-            router.counters["failed"] += 1
+            router.counters["rejected"] += 1
             return error(400, str(exc))
         except Exception as exc:
             router.counters["failed"] += 1

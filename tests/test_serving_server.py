@@ -15,7 +15,7 @@ from serving.live import LivePublisher
 from serving.router import VERSION_HEADER, EngineBackend, Router, create_router_app
 from serving.server import create_app
 from kernel.settings import load_settings
-from tests.serving_fixtures import SYSTEM, make_adapter, minilm
+from tests.helpers.adapters import SYSTEM, make_adapter, minilm
 
 LABELS = ["groceries", "transport", "dining"]
 TEXTS = ["Acme supermarket payment 12.00 EUR", "Metro train ticket", "sushi bar dinner", "monthly rent"]

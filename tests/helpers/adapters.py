@@ -18,7 +18,7 @@ def minilm() -> str:
 
 
 def make_adapter(root: Path, name: str, student: str, base_model: str, labels=None, seed: int = 0,
-                 max_new_tokens: int = 4, r: int = 4) -> Path:
+                 max_new_tokens: int = 4, r: int = 4, targets: list[str] | None = None) -> Path:
     """A sealed-looking version directory <root>/<name>/ (adapter/, train_config.json)."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
@@ -30,7 +30,7 @@ def make_adapter(root: Path, name: str, student: str, base_model: str, labels=No
     torch.manual_seed(seed)
     if student == "encoder_classifier":
         tok, base = load_encoder_base(base_model, labels)
-        cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=2 * r, target_modules=["query", "value"],
+        cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=2 * r, target_modules=targets or ["query", "value"],
                          init_lora_weights=False)
         model = get_peft_model(base, cfg)
         for p_name, p in model.named_parameters():
@@ -40,7 +40,7 @@ def make_adapter(root: Path, name: str, student: str, base_model: str, labels=No
         hp = {"student": student, "base_model": base_model, "max_length": 32, "quantization": "auto"}
     else:
         tok, base = load_causal_base(base_model, "none")
-        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"],
+        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=2 * r, target_modules=targets or ["q_proj", "v_proj"],
                          init_lora_weights=False)
         model = get_peft_model(base, cfg)
         for p_name, p in model.named_parameters():

@@ -320,7 +320,7 @@ def main():
     args = ap.parse_args()
     args.rounds = 4
     args.n_enc = 120 if args.quick else 240
-    args.n_gen = 12 if args.quick else 24
+    args.n_gen = 8 if args.quick else 16
     args.gen_tokens = 8
     args.flips = 20
     args.load_clients = 2

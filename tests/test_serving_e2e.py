@@ -58,7 +58,7 @@ learning_rate = 1e-3
 warmup_share = 0.0
 validation_share = 0.2
 quantization = "none"
-max_new_tokens = 3
+max_new_tokens = 2
 system_prompt = "Answer with the category only."
 
 [gate]
@@ -141,7 +141,7 @@ def test_promote_serve_second_promotion_rollback_and_a_rejected_version(student,
     monkeypatch.setenv("FLYWHEEL_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     add_sections(tasks_dir, ENCODER if student == "encoder" else CAUSAL)
     tasks = load_tasks(tasks_dir)
-    n_examples, n_gold = (20, 10) if student == "encoder" else (10, 6)
+    n_examples, n_gold = (20, 10) if student == "encoder" else (8, 4)
     with owned_store(settings) as store:
         insert_examples(store, examples(n_examples))
         watermark = f"2025-01-01 00:00:{n_examples - 1:02d}.000"

@@ -83,6 +83,54 @@ def memory(paths: list[tuple[str, str]]) -> dict:
             "raw": {k: round(v, 1) for k, v in m.items()}}
 
 
+# ---------------------------------------------------------------------- direct in-process calls
+
+# The in-process baseline runs in its own process: this one hosts the embedded ClickHouse
+# (chdb brings its own allocator and thread pools), which slowed torch here 2-3x when measured.
+DIRECT_CHILD = r"""
+import json, sys, time
+from serving.engine import Engine
+kind, version, path, gen_tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+TEXT = "Metro train ticket payment 12.00 EUR ref 1234"
+e = Engine()
+e.load(version, path)
+def call(i):
+    if kind == "encoder_classifier":
+        e.classify(version, [f"{TEXT} {i}"])
+    else:
+        e.chat(version, [{"role": "system", "content": ""}, {"role": "user", "content": f"{TEXT} {i}"}], gen_tokens)
+call(0)
+print("ready", flush=True)
+for line in sys.stdin:
+    n = int(line)
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter(); call(i); lat.append(time.perf_counter() - t)
+    print(json.dumps({"lat": lat, "wall": time.perf_counter() - t0}), flush=True)
+"""
+
+
+class Direct:
+    def __init__(self, kind, version, path, gen_tokens):
+        self.proc = subprocess.Popen([sys.executable, "-c", DIRECT_CHILD, kind, version, path, str(gen_tokens)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"direct runner failed: {line!r}")
+
+    def run(self, n):
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        out = json.loads(self.proc.stdout.readline())
+        return out["lat"], out["wall"]
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
 # ---------------------------------------------------------------------- serve processes
 
 class Serve:
@@ -166,7 +214,6 @@ def register(store, task, version, vdir, student, base):
 async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
     import httpx
 
-    from serving.engine import Engine
     from streams.promote.apply import apply
     from tests.conftest import free_port
     from aiokafka import AIOKafkaProducer
@@ -199,16 +246,11 @@ async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
             await wait_version(router, "/v1/chat/completions", c_body(0), v1c, timeout=120)
 
             # ---- per student: in-process engine vs model server vs router (interleaved blocks)
-            engine = Engine()
-            engine.load(v1e, enc[0][1])
-            engine.load(v1c, cau[0][1])
             kinds = {
                 "encoder_classifier": dict(n=args.n_enc, path="/classify", version=v1e, body=e_body,
-                                           direct=lambda i: engine.classify(v1e, [f"{TEXT} {i}"])),
+                                           direct=Direct("encoder_classifier", v1e, enc[0][1], args.gen_tokens)),
                 "causal_lm": dict(n=args.n_gen, path="/v1/chat/completions", version=v1c, body=c_body,
-                                  direct=lambda i: engine.chat(v1c, [{"role": "system", "content": ""},
-                                                                     {"role": "user", "content": f"{TEXT} {i}"}],
-                                                               args.gen_tokens)),
+                                  direct=Direct("causal_lm", v1c, cau[0][1], args.gen_tokens)),
             }
             for kind, k in kinds.items():
                 lat = {"in_process": [], "model_server": [], "router": [], "router_http_backend": []}
@@ -216,12 +258,9 @@ async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
                 wall = {x: 0.0 for x in lat}
                 block = max(5, k["n"] // args.rounds)
                 for rnd in range(args.rounds):
-                    t = time.perf_counter()
-                    for i in range(block):
-                        t1 = time.perf_counter()
-                        k["direct"](i)
-                        lat["in_process"].append(time.perf_counter() - t1)
-                    wall["in_process"] += time.perf_counter() - t
+                    lt, w = k["direct"].run(block)
+                    lat["in_process"] += lt
+                    wall["in_process"] += w
                     srv_body = (lambda i, k=k: {**k["body"](i), "model": k["version"]})
                     for name, client, body in (("model_server", server, srv_body), ("router", router, k["body"]),
                                                ("router_http_backend", front_router, k["body"])):
@@ -249,6 +288,8 @@ async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
                     out["router_http_backend_added_p50_vs_model_server"] = round(
                         out["router_http_backend"]["p50_ms"] / base - 1, 4)
                 out["model_server_p50_vs_in_process"] = round(base / out["in_process"]["p50_ms"], 3)
+                out["router_p50_vs_in_process"] = round(out["router"]["p50_ms"] / out["in_process"]["p50_ms"], 3)
+                k["direct"].stop()
                 res[kind] = out
                 print(f"{kind}: {json.dumps(out)}", flush=True)
 
@@ -319,8 +360,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = ap.parse_args()
     args.rounds = 4
-    args.n_enc = 120 if args.quick else 240
-    args.n_gen = 8 if args.quick else 16
+    args.n_enc = 80 if args.quick else 160
+    args.n_gen = 8 if args.quick else 12
     args.gen_tokens = 8
     args.flips = 20
     args.load_clients = 2

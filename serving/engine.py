@@ -188,6 +188,7 @@ class _Group:
     base_tokenizer: Any
     adapters: dict[str, AdapterInfo] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
+    shared_tokenizers: dict[str, Any] = field(default_factory=dict)   # content hash -> tokenizer
     lock: threading.Lock = field(default_factory=threading.Lock)
     active: str | None = None
 
@@ -211,7 +212,8 @@ class Engine:
     """Loaded adapters by name, grouped on shared base models. Thread-safe."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the maps; held briefly, also by requests
+        self._load_lock = threading.Lock()      # one load or unload at a time
         self._groups: dict[tuple, _Group] = {}
         self._where: dict[str, _Group] = {}
         self._paths: dict[str, Path] = {}       # every name ever loaded -> its path (immutable names)
@@ -234,42 +236,53 @@ class Engine:
             return [{"key": list(map(str, g.key)), "adapters": list(g.adapters)} for g in self._groups.values()]
 
     def load(self, name: str, path: str | Path) -> bool:
-        """Load an adapter under an immutable name. False if that very adapter is already loaded."""
+        """Load an adapter under an immutable name. False if that very adapter is already loaded.
+
+        Loads are serialised among themselves but never hold the lock the request path takes:
+        requests on other bases go on while a base model loads, and requests on the same base
+        wait only while the adapter is attached to it."""
         if not name or not isinstance(name, str):
             raise AdapterError("lora_name must be a non-empty string")
         d = adapter_dir(path).resolve()
-        with self._lock:
-            used = self._paths.get(name)
-            if used is not None and used != d:
-                raise AdapterConflict(
-                    f"LoRA adapter name '{name}' was already used for {used}; adapter names are immutable "
-                    f"(a server could answer from stale caches of the old adapter). Load {d} under a new name")
-            if name in self._where:
-                return False
+        with self._load_lock:
+            with self._lock:
+                used = self._paths.get(name)
+                if used is not None and used != d:
+                    raise AdapterConflict(
+                        f"LoRA adapter name '{name}' was already used for {used}; adapter names are immutable "
+                        f"(a server could answer from stale caches of the old adapter). Load {d} under a new name")
+                if name in self._where:
+                    return False
             info = read_adapter(d)
             key = self._key(info)
-            g = self._groups.get(key)
+            with self._lock:
+                g = self._groups.get(key)
             if g is None:
-                g = self._new_group(key, info)
-                self._groups[key] = g
+                g = self._new_group(key, info)         # the base model: seconds, no lock held
+                with self._lock:
+                    self._groups[key] = g
             with g.lock:
                 self._attach(g, name, info)
-            self._where[name] = g
-            self._paths[name] = d
-            self.loaded_at[name] = time.time()
+            with self._lock:
+                self._where[name] = g
+                self._paths[name] = d
+                self.loaded_at[name] = time.time()
             return True
 
     def unload(self, name: str) -> None:
-        with self._lock:
-            g = self._where.pop(name, None)
-            if g is None:
-                raise AdapterNotFound(f"The lora adapter '{name}' cannot be found.")
-            self.loaded_at.pop(name, None)
-            with g.lock:
-                g.adapters.pop(name)
-                g.tokenizers.pop(name, None)
-                if not g.adapters:       # the last adapter: free the base model too
+        with self._load_lock:
+            with self._lock:
+                g = self._where.pop(name, None)
+                if g is None:
+                    raise AdapterNotFound(f"The lora adapter '{name}' cannot be found.")
+                self.loaded_at.pop(name, None)
+                last = len(g.adapters) == 1
+                if last:                 # the last adapter: free the base model too
                     del self._groups[g.key]
+            with g.lock:
+                g.adapters.pop(name, None)
+                g.tokenizers.pop(name, None)
+                if last:
                     g.model = None
                     return
                 if g.active == name:
@@ -305,12 +318,28 @@ class Engine:
             g.model.eval()
         g.active = None
         g.adapters[name] = info
-        tok = g.base_tokenizer
-        if (info.path / "tokenizer_config.json").is_file():
+        g.tokenizers[name] = Engine._tokenizer(g, info.path)
+
+    @staticmethod
+    def _tokenizer(g: _Group, path: Path):
+        """The adapter's own tokenizer (saved with it), shared between adapters whose tokenizer
+        files are identical (versions of one task usually are): a SmolLM2 tokenizer is ~10 MB."""
+        import hashlib
+
+        files = [f for f in sorted(path.iterdir()) if f.name.startswith(("tokenizer", "special_tokens", "vocab",
+                                                                          "merges", "chat_template"))]
+        if not any(f.name == "tokenizer_config.json" for f in files):
+            return g.base_tokenizer
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        digest = h.hexdigest()
+        tok = g.shared_tokenizers.get(digest)
+        if tok is None:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(str(info.path), local_files_only=True)
-        g.tokenizers[name] = tok
+            tok = g.shared_tokenizers[digest] = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return tok
 
     def _use(self, name: str) -> _Group:
         with self._lock:

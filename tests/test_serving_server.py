@@ -160,7 +160,7 @@ def test_router_switches_versions_without_failing_a_request_and_serves_with_the_
 
     metrics, state, publisher = run(go())
     # served all along; what could not be published is counted, and said in the metrics
-    assert not publisher.connected and "Connect" in publisher.last_error or publisher.last_error
+    assert not publisher.connected and publisher.last_error
     assert publisher.unpublished >= 30 and publisher.published == 0
     assert "flywheel_live_unpublished_total" in metrics and "flywheel_live_broker_connected 0" in metrics
     assert state["routes"]["tx"]["serving_version"] == v2 and state["routes"]["tx"]["previous_version"] == v1

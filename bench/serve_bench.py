@@ -86,10 +86,11 @@ def memory(paths: list[tuple[str, str]]) -> dict:
 # ---------------------------------------------------------------------- direct in-process calls
 
 # The in-process baseline runs in its own process (this one hosts the embedded ClickHouse and
-# the load generator) and calls the engine from a worker thread, as the server does: on 2 busy
-# cores, torch called from the main thread measured ~7x slower than from a worker thread (95 vs
-# 14 ms p50 for one MiniLM classification; the OpenMP team of the main thread fares worst under
-# CPU contention).
+# the load generator), calls the engine from a worker thread as the server does, and uses one
+# intra-op thread: on 2 cores shared with other busy processes, torch's default 2 OpenMP threads
+# (spin-waiting) measured 241 ms p50 for one MiniLM classification against 15 ms with
+# OMP_NUM_THREADS=1 and 34 ms with OMP_WAIT_POLICY=PASSIVE, which would make the baseline
+# meaningless. The servers run with torch's defaults.
 DIRECT_CHILD = r"""
 import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -120,7 +121,8 @@ class Direct:
     def __init__(self, kind, version, path, gen_tokens):
         self.proc = subprocess.Popen([sys.executable, "-c", DIRECT_CHILD, kind, version, path, str(gen_tokens)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+                                     text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                                     cwd=ROOT)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"direct runner failed: {line!r}")

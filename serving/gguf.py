@@ -157,10 +157,15 @@ def resolve_base_model(base_model: str) -> str:
 
 
 def gguf_identity(base_model: str) -> dict | None:
-    """Identity of a GGUF base model (file, content hash), or None for a directory or id."""
+    """A portable identity of a GGUF base model (package and version, or the path the task file
+    names; the file's content hash), or None for a directory or an id. The packaged SmolLM2 is
+    never recorded by its absolute path inside the virtualenv."""
     gg = gguf_path(base_model)
     if gg is None:
         return None
     digest = file_sha256(gg)
-    return {"name_or_path": base_model, "gguf_file": str(gg), "files_sha256": {gg.name: digest},
-            "weights_sha256": digest}
+    ident: dict = {"name_or_path": base_model, "gguf_file": gg.name}
+    if base_model == PACKAGED:
+        ident.update(package=DIST, version=importlib.metadata.version(DIST), path_in_package=gg.name)
+    ident.update(files_sha256={gg.name: digest}, weights_sha256=digest)
+    return ident

@@ -15,9 +15,11 @@ import click
 
 from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
+from serving import commands as serving_commands
 from streams.curate import commands as curate_commands
 from streams.drift.config import drift_config
 from streams.drift import commands as drift_commands
+from streams.promote import commands as promote_commands
 from streams.trigger import commands as trigger_commands
 from streams.trigger.config import trigger_config
 from streams.worker import commands as worker_commands
@@ -36,6 +38,8 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     train_commands,      # train-worker
     gate_commands,       # gate
     registry_commands,   # models
+    serving_commands,    # serve, predict
+    promote_commands,    # promote, rollback
 )
 
 # Every section of a task file, validated when the tasks are loaded (before anything starts).

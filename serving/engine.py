@@ -1,0 +1,414 @@
+"""The inference engine: one base model in memory per base, several LoRA adapters on it at once.
+
+An adapter is what the training worker writes (training/artifacts.py):
+
+    <version dir>/train_config.json      student and hyperparameters (base_model, max_length, ...)
+    <version dir>/adapter/               adapter weights + tokenizer + labels.json (encoder)
+                                         or chat.json (causal LM: system prompt, max_new_tokens)
+
+Adapters on the same base share one model object (peft multi-adapter: ``load_adapter`` and
+``set_adapter``); the adapter is chosen per call by name. Encoder students carry their own
+classification head (peft ``modules_to_save``), whose shape is the task's label count, so the
+encoder base is shared by adapters with the same number of labels; a task with another label
+count gets its own copy of the (22M-parameter) encoder.
+
+Names are immutable: loading a name again with a different path is refused (a name always
+means one adapter), the same name and path is a no-op. The gate and the server call the same
+``predict`` (texts -> outputs), so evaluation and serving share one inference path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ENCODER = "encoder_classifier"
+CAUSAL = "causal_lm"
+
+
+class AdapterError(ValueError):
+    """An adapter cannot be loaded or used; the message names the fix."""
+
+
+class AdapterNotFound(AdapterError):
+    pass
+
+
+class AdapterConflict(AdapterError):
+    pass
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What an adapter directory says about itself."""
+    path: Path                      # the adapter directory (adapter_config.json inside)
+    student: str                    # encoder_classifier | causal_lm
+    base_model: str                 # as configured ([train] base_model)
+    max_length: int = 128
+    quantization: str = "auto"
+    labels: tuple[str, ...] | None = None
+    system_prompt: str | None = None
+    max_new_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapter_uri": str(self.path), "student": self.student, "base_model": self.base_model,
+                "max_length": self.max_length, "labels": list(self.labels) if self.labels else None,
+                "system_prompt": self.system_prompt, "max_new_tokens": self.max_new_tokens}
+
+
+def chat_messages(system: str, user: str) -> list[dict]:
+    """The prompt a causal student was trained on (system + user), as the gate and router build it."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def token_ids(out) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def encode_texts(tok, texts: Sequence[str], max_length: int):
+    return tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def load_encoder_base(base: str, labels: Sequence[str]):
+    """Tokenizer and sequence-classification model of an encoder base, offline."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected: the adapter brings it
+    try:
+        tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)}, local_files_only=True)
+    except OSError as exc:
+        raise AdapterError(f"cannot load base model {base!r} offline ({exc}); the adapter was trained on it: "
+                           "make it available at that path") from None
+    return tok, model
+
+
+def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | None = None):
+    """Tokenizer and causal LM of a base (a GGUF file is converted once, see serving.gguf); 4-bit
+    NF4 on CUDA when quantization is "auto" or "4bit", as the QLoRA student was trained.
+    ``tokenizer``: where to read the tokenizer from instead of the base (the adapter's copy)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .gguf import resolve_base_model
+
+    path = resolve_base_model(base)
+    kwargs: dict = {"local_files_only": True}
+    cuda = torch.cuda.is_available()
+    if quantization == "4bit" and not cuda:
+        raise AdapterError('this adapter was trained with quantization = "4bit" (QLoRA), which needs a CUDA GPU')
+    if cuda and quantization in ("auto", "4bit"):
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise AdapterError("serving a QLoRA student on CUDA needs bitsandbytes: pip install -e '.[gpu]'") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
+    elif cuda:
+        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise AdapterError(f"cannot load base model {base!r} offline ({exc}); the adapter was trained on it: "
+                           "make it available at that path") from None
+    return tok, model
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """The adapter directory for a version directory or an adapter directory."""
+    p = Path(path)
+    if (p / "adapter" / "adapter_config.json").is_file():
+        return p / "adapter"
+    if (p / "adapter_config.json").is_file():
+        return p
+    raise AdapterNotFound(f"{p}: no adapter here (no adapter_config.json in it or in {p / 'adapter'}); "
+                          "give the adapter directory of a trained version (model_registry.adapter_uri)")
+
+
+def read_adapter(path: str | Path) -> AdapterInfo:
+    """Describe an adapter from the files the training worker wrote."""
+    d = adapter_dir(path)
+    try:
+        acfg = json.loads((d / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{d / 'adapter_config.json'}: unreadable ({exc})") from None
+    hp: dict = {}
+    student = None
+    tc = d.parent / "train_config.json"
+    if tc.is_file():
+        doc = json.loads(tc.read_text())
+        hp, student = doc.get("hyperparameters") or {}, doc.get("student")
+    labels = chat = None
+    if (d / "labels.json").is_file():
+        labels = tuple(json.loads((d / "labels.json").read_text()))
+    if (d / "chat.json").is_file():
+        chat = json.loads((d / "chat.json").read_text())
+    student = student or (ENCODER if labels is not None else CAUSAL if chat is not None else None)
+    if student not in (ENCODER, CAUSAL):
+        raise AdapterError(f"{d}: cannot tell the student kind (no train_config.json next to it, and neither "
+                           "labels.json nor chat.json in it)")
+    if student == ENCODER and not labels:
+        raise AdapterError(f"{d}: an encoder_classifier adapter needs labels.json")
+    if student == CAUSAL and chat is None:
+        raise AdapterError(f"{d}: a causal_lm adapter needs chat.json (system_prompt, max_new_tokens)")
+    base = hp.get("base_model") or acfg.get("base_model_name_or_path")
+    if not base:
+        raise AdapterError(f"{d}: no base model named (train_config.json hyperparameters.base_model or "
+                           "adapter_config.json base_model_name_or_path)")
+    return AdapterInfo(path=d.resolve(), student=student, base_model=base,
+                       max_length=int(hp.get("max_length") or (128 if student == ENCODER else 512)),
+                       quantization=hp.get("quantization", "auto"), labels=labels,
+                       system_prompt=(chat or {}).get("system_prompt"),
+                       max_new_tokens=(chat or {}).get("max_new_tokens"))
+
+
+@dataclass
+class _Group:
+    """One base model and the adapters loaded on it."""
+    key: tuple
+    model: Any                        # a PeftModel once the first adapter is on it
+    base_tokenizer: Any
+    adapters: dict[str, AdapterInfo] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    shared_tokenizers: dict[str, Any] = field(default_factory=dict)   # content hash -> tokenizer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    probs: list[float]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class Engine:
+    """Loaded adapters by name, grouped on shared base models. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()          # the maps; held briefly, also by requests
+        self._load_lock = threading.Lock()      # one load or unload at a time
+        self._groups: dict[tuple, _Group] = {}
+        self._where: dict[str, _Group] = {}
+        self._paths: dict[str, Path] = {}       # every name ever loaded -> its path (immutable names)
+        self.loaded_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ adapters
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._where)
+
+    def info(self, name: str) -> AdapterInfo:
+        with self._lock:
+            g = self._where.get(name)
+            if g is None:
+                raise AdapterNotFound(f"The lora adapter '{name}' cannot be found.")
+            return g.adapters[name]
+
+    def bases(self) -> list[dict]:
+        with self._lock:
+            return [{"key": list(map(str, g.key)), "adapters": list(g.adapters)} for g in self._groups.values()]
+
+    def load(self, name: str, path: str | Path) -> bool:
+        """Load an adapter under an immutable name. False if that very adapter is already loaded.
+
+        Loads are serialised among themselves but never hold the lock the request path takes:
+        requests on other bases go on while a base model loads, and requests on the same base
+        wait only while the adapter is attached to it."""
+        if not name or not isinstance(name, str):
+            raise AdapterError("lora_name must be a non-empty string")
+        d = adapter_dir(path).resolve()
+        with self._load_lock:
+            with self._lock:
+                used = self._paths.get(name)
+                if used is not None and used != d:
+                    raise AdapterConflict(
+                        f"LoRA adapter name '{name}' was already used for {used}; adapter names are immutable "
+                        f"(a server could answer from stale caches of the old adapter). Load {d} under a new name")
+                if name in self._where:
+                    return False
+            info = read_adapter(d)
+            key = self._key(info)
+            with self._lock:
+                g = self._groups.get(key)
+            if g is None:
+                g = self._new_group(key, info)         # the base model: seconds, no lock held
+                with self._lock:
+                    self._groups[key] = g
+            with g.lock:
+                self._attach(g, name, info)
+            with self._lock:
+                self._where[name] = g
+                self._paths[name] = d
+                self.loaded_at[name] = time.time()
+            return True
+
+    def unload(self, name: str) -> None:
+        with self._load_lock:
+            with self._lock:
+                g = self._where.pop(name, None)
+                if g is None:
+                    raise AdapterNotFound(f"The lora adapter '{name}' cannot be found.")
+                self.loaded_at.pop(name, None)
+                last = len(g.adapters) == 1
+                if last:                 # the last adapter: free the base model too
+                    del self._groups[g.key]
+            with g.lock:
+                g.adapters.pop(name, None)
+                g.tokenizers.pop(name, None)
+                if last:
+                    g.model = None
+                    return
+                if g.active == name:
+                    g.active = None
+                g.model.delete_adapter(name)
+
+    @staticmethod
+    def _key(info: AdapterInfo) -> tuple:
+        from .gguf import resolve_base_model
+
+        base = resolve_base_model(info.base_model)
+        if info.student == ENCODER:
+            return (ENCODER, base, len(info.labels or ()))
+        return (CAUSAL, base, info.quantization)
+
+    def _new_group(self, key: tuple, info: AdapterInfo) -> _Group:
+        if info.student == ENCODER:
+            tok, model = load_encoder_base(key[1], info.labels)
+        else:
+            own = str(info.path) if (info.path / "tokenizer_config.json").is_file() else None
+            tok, model = load_causal_base(key[1], info.quantization, own)
+        model.eval()
+        return _Group(key=key, model=model, base_tokenizer=tok)
+
+    @staticmethod
+    def _attach(g: _Group, name: str, info: AdapterInfo) -> None:
+        from peft import PeftModel
+
+        if not isinstance(g.model, PeftModel):
+            g.model = PeftModel.from_pretrained(g.model, str(info.path), adapter_name=name).eval()
+        else:
+            g.model.load_adapter(str(info.path), adapter_name=name)
+            g.model.eval()
+        g.active = None
+        g.adapters[name] = info
+        g.tokenizers[name] = Engine._tokenizer(g, info.path)
+
+    @staticmethod
+    def _tokenizer(g: _Group, path: Path):
+        """The adapter's own tokenizer (saved with it), shared between adapters whose tokenizer
+        files are identical (versions of one task usually are): a SmolLM2 tokenizer is ~10 MB."""
+        import hashlib
+
+        files = [f for f in sorted(path.iterdir()) if f.name.startswith(("tokenizer", "special_tokens", "vocab",
+                                                                          "merges", "chat_template"))]
+        if not any(f.name == "tokenizer_config.json" for f in files):
+            return g.base_tokenizer
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        digest = h.hexdigest()
+        tok = g.shared_tokenizers.get(digest)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = g.shared_tokenizers[digest] = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return tok
+
+    def _use(self, name: str) -> _Group:
+        with self._lock:
+            g = self._where.get(name)
+        if g is None:
+            raise AdapterNotFound(f"The model '{name}' does not exist: load it first "
+                                  "(POST /v1/load_lora_adapter with lora_name and lora_path)")
+        return g
+
+    @staticmethod
+    def _activate(g: _Group, name: str) -> None:
+        if g.active != name:
+            g.model.set_adapter(name)
+            g.active = name
+
+    # ------------------------------------------------------------------ inference
+    def classify(self, name: str, texts: Sequence[str], batch_size: int = 64) -> list[Classification]:
+        import torch
+
+        g = self._use(name)
+        with g.lock:
+            info = g.adapters.get(name)
+            if info is None:
+                raise AdapterNotFound(f"The model '{name}' does not exist")
+            if info.student != ENCODER:
+                raise AdapterError(f"'{name}' is a {info.student} adapter: use /v1/chat/completions")
+            self._activate(g, name)
+            tok = g.tokenizers[name]
+            out: list[Classification] = []
+            with torch.inference_mode():
+                for i in range(0, len(texts), batch_size):
+                    chunk = list(texts[i:i + batch_size])
+                    enc = encode_texts(tok, chunk, info.max_length)
+                    probs = torch.softmax(g.model(**enc).logits.float(), -1)
+                    lens = enc["attention_mask"].sum(-1).tolist()
+                    for p, n in zip(probs.tolist(), lens):
+                        j = max(range(len(p)), key=p.__getitem__)
+                        out.append(Classification(info.labels[j], p, int(n)))
+            return out
+
+    def chat(self, name: str, messages: list[dict], max_new_tokens: int | None = None) -> Completion:
+        """A greedy answer to a chat (the messages as given)."""
+        import torch
+
+        g = self._use(name)
+        with g.lock:
+            info = g.adapters.get(name)
+            if info is None:
+                raise AdapterNotFound(f"The model '{name}' does not exist")
+            if info.student != CAUSAL:
+                raise AdapterError(f"'{name}' is an {info.student} adapter: use /classify")
+            self._activate(g, name)
+            tok = g.tokenizers[name]
+            limit = max_new_tokens or info.max_new_tokens or 64
+            ids = token_ids(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+            device = next(g.model.parameters()).device
+            x = torch.tensor([ids], device=device)
+            with torch.inference_mode():
+                y = g.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=limit,
+                                     do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                     eos_token_id=tok.eos_token_id)
+            new = y[0, len(ids):].tolist()
+            finish = "stop" if tok.eos_token_id is not None and tok.eos_token_id in new else "length"
+            text = tok.decode(new, skip_special_tokens=True).strip()
+            return Completion(text, len(ids), len(new), finish)
+
+    def predict(self, name: str, texts: Sequence[str]) -> list[str]:
+        """Outputs for texts as the gate scores them: a label, or the answer to the trained prompt."""
+        info = self.info(name)
+        if info.student == ENCODER:
+            return [c.label for c in self.classify(name, texts)]
+        return [self.chat(name, chat_messages(info.system_prompt or "", t)).text for t in texts]

@@ -1,0 +1,105 @@
+"""Promotion and rollback, decided as pure functions of the registry rows and the current route.
+
+Promotion is a config change: a new model.config record for the task (serving = the promoted
+version, previous = the version it replaces, kept loaded), plus lifecycle steps for the
+versions involved (checked by kernel.lifecycle, the one place transitions are decided).
+Rollback makes the previous version serve again; the version it replaces is rolled_back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from kernel.lifecycle import ModelState, TransitionError, check_transition, state_of
+
+from serving.config import Route, VersionRef
+
+
+class PromotionError(ValueError):
+    """A promotion or rollback that is not allowed; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str                                   # promote | rollback
+    version: str                                  # the version that serves after the decision
+    route: Route                                  # the new model.config record
+    transitions: tuple[tuple[str, ModelState], ...]  # (version, state to write), in order
+    event_kind: str                               # model.events kind: promoted | rolled_back
+
+
+def version_ref(row: Mapping[str, Any], chat: Mapping[str, Any] | None = None) -> VersionRef:
+    """What a router needs to load and call a registered version (chat: its chat.json)."""
+    chat = chat or {}
+    return VersionRef(row["version"], row["adapter_uri"], row["student"], row.get("base_model") or "",
+                      chat.get("system_prompt"), chat.get("max_new_tokens"))
+
+
+def _step(row: Mapping[str, Any], to: ModelState) -> ModelState:
+    try:
+        return check_transition(row.get("status"), to, row["version"])
+    except TransitionError as exc:
+        raise PromotionError(str(exc)) from None
+
+
+def decide_promote(task: str, row: Mapping[str, Any] | None, gate_approved: bool | None, current: Route | None,
+                   ref: VersionRef, *, version: str, decided_by: str, reason: str, decided_at: str,
+                   current_rows: Mapping[str, Mapping[str, Any]] | None = None) -> Decision:
+    """Make ``version`` serve ``task``. ``gate_approved``: the latest gate verdict of the version
+    (None: never gated). ``current_rows``: registry rows of the versions the current route names."""
+    if row is None:
+        raise PromotionError(f"no model version {version!r} for task {task!r}; see `flywheel models --task {task}`")
+    if row["task"] != task:
+        raise PromotionError(f"version {version!r} belongs to task {row['task']!r}, not {task!r}")
+    if current is not None and current.serving == version:
+        raise PromotionError(f"{version} already serves {task!r} (revision {current.revision}); nothing to do")
+    if gate_approved is None:
+        raise PromotionError(f"{version} has no gate verdict: only a gate-approved version can be promoted; "
+                             f"run `flywheel gate --task {task} --model {version}`")
+    if not gate_approved:
+        raise PromotionError(f"{version} was rejected by the gate: only a gate-approved version can be promoted "
+                             f"(see `flywheel gate --task {task} --model {version}` for the reasons)")
+    steps = [(version, _step(row, ModelState.SERVING))]
+    versions = {version: ref}
+    previous = None
+    if current is not None and current.serving:
+        previous = current.serving
+        old = (current_rows or {}).get(previous)
+        if old is not None and state_of(old.get("status")) is ModelState.SERVING:
+            steps.append((previous, _step(old, ModelState.RETIRED)))
+        versions[previous] = current.versions[previous]
+    canary = share = None
+    if current is not None and current.canary and current.canary not in (version, previous):
+        canary, share = current.canary, current.canary_share
+        versions[canary] = current.versions[canary]
+    route = Route(task=task, revision=(current.revision if current else 0) + 1, serving=version,
+                  previous=previous, canary=canary, canary_share=share or 0.0, versions=versions,
+                  action="promote", decided_by=decided_by, reason=reason, decided_at=decided_at)
+    return Decision("promote", version, route, tuple(steps), "promoted")
+
+
+def decide_rollback(task: str, current: Route | None, rows: Mapping[str, Mapping[str, Any]], *,
+                    decided_by: str, reason: str, decided_at: str) -> Decision:
+    """Make the previous version serve again; the one serving now becomes rolled_back."""
+    if current is None or not current.serving:
+        raise PromotionError(f"task {task!r} has no serving version to roll back; promote one first "
+                             f"(`flywheel promote --task {task} --model VERSION`)")
+    if not current.previous:
+        raise PromotionError(f"nothing to roll back to: {current.serving} serves {task!r} and no previous "
+                             f"version is recorded (revision {current.revision}); promote a version instead")
+    prev, now = current.previous, current.serving
+    prev_row, now_row = rows.get(prev), rows.get(now)
+    if prev_row is None:
+        raise PromotionError(f"the previous version {prev} is not in the model registry; promote a version instead")
+    steps = [(prev, _step(prev_row, ModelState.SERVING))]
+    if now_row is not None:
+        steps.insert(0, (now, _step(now_row, ModelState.ROLLED_BACK)))
+    versions = {prev: current.versions[prev]}
+    canary = current.canary if current.canary not in (None, now, prev) else None
+    if canary:
+        versions[canary] = current.versions[canary]
+    route = replace(current, revision=current.revision + 1, serving=prev, previous=None, canary=canary,
+                    canary_share=current.canary_share if canary else 0.0, versions=versions,
+                    action="rollback", decided_by=decided_by, reason=reason, decided_at=decided_at)
+    return Decision("rollback", prev, route, tuple(steps), "rolled_back")

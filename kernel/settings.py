@@ -68,6 +68,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _port(env: Mapping[str, str], name: str) -> int:
+    value = _int(env, name, 0, minimum=0)
+    if value > 65535:
+        raise SettingsError(f"{name}={value} is not a TCP port; use 1-65535, or 0 for off")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -132,6 +139,10 @@ class Settings:
     train_heartbeat_seconds: float = 5.0
     train_session_timeout_ms: int = 10_000
     stop_timeout_seconds: float = 30.0  # SIGTERM/SIGINT stop `up` within this (the worker is killed after it)
+    metrics_host: str = "127.0.0.1"   # where /metrics and /health listen
+    metrics_port: int = 0             # stream worker's /metrics and /health; 0: off
+    train_metrics_port: int = 0       # training worker's; 0: off
+    lag_sample_seconds: float = 5.0   # how often consumer lag is read from committed offsets
 
     @property
     def chdb_path(self) -> Path:
@@ -186,5 +197,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_heartbeat_seconds=_float(env, "FLYWHEEL_TRAIN_HEARTBEAT_SECONDS", 5.0),
         train_session_timeout_ms=_int(env, "FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS", 10_000),
         stop_timeout_seconds=_float(env, "FLYWHEEL_STOP_TIMEOUT_SECONDS", 30.0),
+        metrics_host=env.get("FLYWHEEL_METRICS_HOST", "127.0.0.1"),
+        metrics_port=_port(env, "FLYWHEEL_METRICS_PORT"),
+        train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),
+        lag_sample_seconds=_float(env, "FLYWHEEL_LAG_SAMPLE_SECONDS", 5.0),
     )
     return settings.with_overrides(**overrides)

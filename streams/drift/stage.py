@@ -18,6 +18,7 @@ import logging
 import time
 from datetime import datetime, timezone
 
+from kernel import metrics
 from kernel.retry import retry_forever
 from kernel.stage import WorkerContext
 from kernel.tasks import TaskConfig, label_of
@@ -191,6 +192,8 @@ class DriftStage:
                     await self.publish_alert(a)
             await asyncio.to_thread(dstore.insert_alerts, self.store, batch)
             td.unpublished = td.unpublished[len(batch):]
+            for a in batch:
+                metrics.DRIFT_ALERTS.labels(a["task"], a["metric"]).inc()
 
     async def snapshot(self, names) -> None:
         states = []
@@ -279,6 +282,7 @@ def install(ctx: WorkerContext) -> None:
     async def publish_dead(key: bytes, value: bytes) -> None:
         await dead_topic.send(key=key, value=value, force=True)
         await app.producer.flush()
+        metrics.DEAD_LETTERS.labels(LIVE_REQUESTS.name).inc()
 
     stage.publish_alert, stage.publish_request, stage.publish_dead = publish_alert, publish_request, publish_dead
     ctx.curate_hooks.append(stage.on_curated)
@@ -287,6 +291,7 @@ def install(ctx: WorkerContext) -> None:
     @app.agent(live_topic, concurrency=1, name="drift-live")
     async def drift_live(stream):
         async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
+            metrics.EVENTS_IN.labels("drift", LIVE_REQUESTS.name).inc(len(events))
             try:
                 await stage.process_live([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
                                           for m in (ev.message for ev in events)])

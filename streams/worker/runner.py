@@ -200,7 +200,20 @@ def _run_worker(settings, tasks, store, loglevel: str, echo=print) -> int:
 
     app, _ctx = build_app(settings, tasks, store)
     tune_gc()  # after build_app: the state it loaded is frozen
-    return run_faust(app, loglevel, lambda line: echo(line) or _flush())
+    ops = _start_operations(settings)
+    try:
+        return run_faust(app, loglevel, lambda line: echo(line) or _flush())
+    finally:
+        ops.stop()
+
+
+def _start_operations(settings):
+    """/metrics and /health of the stream worker (FLYWHEEL_METRICS_PORT), lag of its group."""
+    from kernel.metrics import start_operations
+    from schemas.topics import LIVE_REQUESTS, TEACHER_LOGS
+
+    return start_operations(settings, what="stream worker", port=settings.metrics_port,
+                            group=settings.consumer_group, topics=[TEACHER_LOGS.name, LIVE_REQUESTS.name])
 
 
 def _flush() -> None:

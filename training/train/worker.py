@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from kernel import metrics
 from kernel.lifecycle import ModelState
 from kernel.tasks import TaskConfig, TaskConfigError
 from kernel.warehouse import Warehouse, WarehouseError
@@ -227,6 +228,8 @@ async def run_worker(settings, tasks: dict[str, TaskConfig], store: Warehouse,
         session_timeout_ms=opts.session_timeout_ms, heartbeat_interval_ms=max(500, opts.session_timeout_ms // 4),
         max_poll_interval_ms=24 * 3600 * 1000, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     producer = AIOKafkaProducer(**settings.kafka.aiokafka_kwargs(), acks="all")
+    ops = metrics.start_operations(settings, what="training worker", port=settings.train_metrics_port,
+                                   group=opts.group, topics=[RETRAIN_REQUESTS.name])
     await producer.start()
     await consumer.start()
     outcomes: list[Outcome] = []
@@ -244,7 +247,9 @@ async def run_worker(settings, tasks: dict[str, TaskConfig], store: Warehouse,
             last_seen = time.monotonic()
             msg = msgs[0]
             tp = TopicPartition(msg.topic, msg.partition)
+            metrics.EVENTS_IN.labels("train", msg.topic).inc()
             outcome = await _handle(msg, settings, tasks, store, opts, producer)
+            _count(outcome)
             if outcome is None:  # transient: read the same message again
                 consumer.seek(tp, msg.offset)
                 await asyncio.sleep(2.0)
@@ -256,7 +261,21 @@ async def run_worker(settings, tasks: dict[str, TaskConfig], store: Warehouse,
     finally:
         await consumer.stop()
         await producer.stop()
+        ops.stop()
     return outcomes
+
+
+def _count(outcome: Outcome | None) -> None:
+    """flywheel_training_runs (and the run's time and verdict) for one handled request."""
+    if outcome is None:
+        metrics.TRAINING_RUNS.labels("", "retried").inc()
+        return
+    metrics.TRAINING_RUNS.labels(outcome.task, outcome.status).inc()
+    metrics.EVENTS_OUT.labels("train", outcome.status).inc()
+    if outcome.status == "done" and "total_s" in outcome.timings:
+        metrics.TRAINING_RUN_SECONDS.labels(outcome.task).observe(outcome.timings["total_s"])
+    if outcome.verdict is not None:
+        metrics.GATE_VERDICTS.labels(outcome.task, "approved" if outcome.verdict.approved else "rejected").inc()
 
 
 async def _handle(msg, settings, tasks, store, opts, producer) -> Outcome | None:
@@ -267,6 +286,7 @@ async def _handle(msg, settings, tasks, store, opts, producer) -> Outcome | None
         key, value = messages.dead_letter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
                                           reason=str(exc), original=msg.value)
         await producer.send_and_wait(DEAD_LETTERS.name, value, key=key)
+        metrics.DEAD_LETTERS.labels(msg.topic).inc()
         return Outcome("", "", "skipped", message=f"invalid: {exc}")
     rid, task = req["request_id"], req["task"]
     try:
@@ -297,5 +317,6 @@ async def _handle(msg, settings, tasks, store, opts, producer) -> Outcome | None
         finish_run(store, req, outcome, attempt, opts)
         return outcome
     except (WarehouseError, OwnerUnreachable, OSError, ConnectionError) as exc:
+        metrics.STORE_ERRORS.labels("training run", metrics.fault_kind(exc)).inc()
         log.warning("request %s: transient error (%s); it will be retried", rid, exc)
         return None

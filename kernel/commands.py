@@ -95,6 +95,8 @@ def gold_import(task_name, file):
                    f"({res.n_imported} from {file.name})")
     else:
         click.echo(f"gold set {res.task} v{res.version} unchanged: {file.name} adds nothing new")
+    if res.redactions:
+        click.echo("redacted ([privacy]): " + ", ".join(f"{k} {v}" for k, v in sorted(res.redactions.items())))
 
 
 commands: list = [sql, gold]

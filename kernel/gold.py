@@ -8,11 +8,12 @@ written, so every gate verdict can name the exact gold version it was judged on.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from kernel.privacy import privacy_config
 from kernel.similarity import exact_hash, normalise
 from kernel.tasks import TaskConfig, label_of, output_problem
 from kernel.warehouse import Warehouse, sql_str
@@ -30,6 +31,7 @@ class GoldExample:
     output: str | dict
     slice: str
     teacher_output: str | None = None
+    redactions: dict | None = None  # PII matches replaced in the input, per rule ([privacy])
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,13 @@ class GoldImport:
     created: bool
     n_imported: int
     n_total: int
+    redactions: dict = field(default_factory=dict)  # PII matches replaced in this import, per rule
 
 
 def parse_gold_lines(lines, task: TaskConfig, source: str = "<input>") -> list[GoldExample]:
     out: list[GoldExample] = []
     seen: set[str] = set()
+    privacy = privacy_config(task)
     for n, line in enumerate(lines, 1):
         if isinstance(line, bytes):
             line = line.decode("utf-8")
@@ -76,8 +80,9 @@ def parse_gold_lines(lines, task: TaskConfig, source: str = "<input>") -> list[G
         if slc is None:
             slc = task.slice_rule.slice_of(label, obj.get("meta") or {})
         teacher = obj.get("teacher_output")
-        out.append(GoldExample(obj["id"], obj["input"], obj["output"], str(slc),
-                               None if teacher is None else label_of(teacher)))
+        text, counts = privacy.redact(obj["input"]) if privacy.enabled else (obj["input"], None)
+        out.append(GoldExample(obj["id"], text, obj["output"], str(slc),
+                               None if teacher is None else label_of(teacher), counts or None))
     if not out:
         raise GoldError(f"{source}: no examples")
     return out
@@ -115,13 +120,20 @@ def import_gold(store: Warehouse, task: TaskConfig, path: Path) -> GoldImport:
     examples = parse_gold_lines(raw.splitlines(), task, str(path))
     prev_version, prev_rows = load_gold(store, task.name)
     merged = {r["id"]: r for r in prev_rows}
+    if prev_rows:  # carry the earlier examples' redaction counts into the new version
+        for r in store.rows(f"SELECT id, redactions FROM gold_examples FINAL WHERE task = {sql_str(task.name)} "
+                            f"AND version = {int(prev_version)} AND notEmpty(redactions)"):
+            merged[r["id"]] = {**merged[r["id"]], "redactions": r["redactions"]}
+    redactions: dict[str, int] = {}
     for ex in examples:
         merged[ex.id] = {"id": ex.id, "input": ex.input, "output": label_of(ex.output), "slice": ex.slice,
-                         "teacher_output": ex.teacher_output}
+                         "teacher_output": ex.teacher_output, "redactions": ex.redactions or {}}
+        for rule, n in (ex.redactions or {}).items():
+            redactions[rule] = redactions.get(rule, 0) + n
     rows = list(merged.values())
     digest = _content_hash(rows)
     if prev_rows and digest == _content_hash(prev_rows):
-        return GoldImport(task.name, prev_version, False, len(examples), len(rows))
+        return GoldImport(task.name, prev_version, False, len(examples), len(rows), redactions)
     version = prev_version + 1
     # Examples first, then the gold_sets row that makes the version visible: a crash in
     # between leaves an invisible partial version that the next import overwrites.
@@ -132,4 +144,4 @@ def import_gold(store: Warehouse, task: TaskConfig, path: Path) -> GoldImport:
         "task": task.name, "version": version, "parent_version": prev_version,
         "created_at": ch_time(),
         "source": path.name, "n_examples": len(rows), "content_hash": digest}])
-    return GoldImport(task.name, version, True, len(examples), len(rows))
+    return GoldImport(task.name, version, True, len(examples), len(rows), redactions)

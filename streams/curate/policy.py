@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import orjson
 
+from kernel.privacy import privacy_config
 from kernel.similarity import exact_hash, id_hash, normalise, signatures
 from kernel.tasks import TaskConfig, label_of, output_problem
 from schemas.events import InvalidMessage, SchemaError, TeacherLog, load_message
@@ -55,6 +56,7 @@ class Decision:
     matched_id: str = ""
     replay: bool = False  # kept earlier already (same id seen again)
     task: str = ""        # an invalid message's task, when its bytes name a declared one
+    redactions: dict | None = None  # PII matches replaced in the input, per rule ([privacy])
 
 
 Invalid = InvalidMessage
@@ -105,6 +107,8 @@ class Curator:
     def __init__(self, tasks: Mapping[str, TaskConfig], capacity: int = 1_000_000) -> None:
         self.tasks = dict(tasks)
         self.capacity = capacity
+        # a bad [privacy] section fails here, at start-up, naming the key
+        self.privacy = {n: p for n, t in self.tasks.items() if (p := privacy_config(t)).enabled}
         self.pool: dict[str, DedupeIndex] = {}
         self.gold: dict[str, DedupeIndex] = {}
 
@@ -150,6 +154,10 @@ class Curator:
             label = label_of(log.output)
             d = Decision("", "", msg, log, label, task.slice_rule.slice_of(label, log.meta))
             decisions.append(d)
+            privacy = self.privacy.get(log.task)
+            if privacy is not None:  # before anything reads the input: the raw one goes nowhere
+                log.input, counts = privacy.redact(log.input)
+                d.redactions = counts or None
             reason = check_output(log, task)
             if reason:
                 d.outcome, d.reason = "off_schema", reason

@@ -46,6 +46,7 @@ def curation_event_row(d: Decision, curated_at: datetime) -> dict:
         "source_partition": d.message.partition,
         "source_offset": d.message.offset,
         "curated_at": curated_at,
+        "redactions": d.redactions or {},
     }
 
 

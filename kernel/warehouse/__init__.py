@@ -17,7 +17,9 @@ from typing import Any, Iterable
 import orjson
 
 # Settings of every INSERT, whatever the backend.
-INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
+INSERT_SETTINGS = {"date_time_input_format": "best_effort",
+                   # a retried block dropped by its table still reaches its materialised views
+                   "deduplicate_blocks_in_dependent_materialized_views": "1"}
 
 
 class WarehouseError(RuntimeError):

@@ -3,6 +3,7 @@
 | outcome        | when                                                                  |
 | -------------- | --------------------------------------------------------------------- |
 | ``invalid``      | undecodable bytes, not JSON, fails the message schema, unknown task   |
+| ``conflict``     | an id curated before, re-sent with other content (the first stands)    |
 | ``off_schema``   | output is not one of the task's labels / fails its output schema      |
 | ``low_conf``     | confidence below the task's floor                                      |
 | ``gold_overlap`` | input is an exact or near duplicate of a gold example of the task      |
@@ -23,14 +24,16 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import orjson
+import xxhash
 
 from kernel.privacy import privacy_config
 from kernel.similarity import exact_hash, id_hash, normalise, signatures
 from kernel.tasks import TaskConfig, label_of, output_problem
 from schemas.events import InvalidMessage, SchemaError, TeacherLog, load_message
 from streams.curate.dedupe import DedupeIndex
+from streams.curate.seen import SeenIds
 
-OUTCOMES = ("invalid", "off_schema", "low_conf", "gold_overlap", "exact_dupe", "near_dupe", "kept")
+OUTCOMES = ("invalid", "conflict", "off_schema", "low_conf", "gold_overlap", "exact_dupe", "near_dupe", "kept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Decision:
     replay: bool = False  # kept earlier already (same id seen again)
     task: str = ""        # an invalid message's task, when its bytes name a declared one
     redactions: dict | None = None  # PII matches replaced in the input, per rule ([privacy])
+    content_hash: int = 0  # of the log as sent (before redaction): what "same content" means
 
 
 Invalid = InvalidMessage
@@ -90,6 +94,25 @@ def decode(raw: bytes | None, tasks: Mapping[str, TaskConfig]) -> TeacherLog:
     return log
 
 
+def seen_key(task: str, event_id: str) -> int:
+    """The key of an id in the seen-ids index: ids are unique within a task."""
+    return id_hash(task + "\0" + event_id)
+
+
+def content_hash(log: TeacherLog) -> int:
+    """A 64-bit hash of what a teacher log says (input, output, confidence, teacher, meta),
+    independent of how its JSON was laid out: a re-sent message hashes the same. ``ts`` is
+    left out: a producer that stamps the send time re-sends the same call with a later one."""
+    h = xxhash.xxh3_64()
+    out = log.output if isinstance(log.output, str) else orjson.dumps(log.output, option=orjson.OPT_SORT_KEYS)
+    for part in (log.input, out, repr(log.confidence), log.teacher):
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    if log.meta:
+        h.update(orjson.dumps(log.meta, option=orjson.OPT_SORT_KEYS))
+    return h.intdigest()
+
+
 def check_output(log: TeacherLog, task: TaskConfig) -> str | None:
     """None when the output is valid for the task, else why not."""
     return output_problem(log.output, task)
@@ -110,6 +133,8 @@ class Curator:
         # a bad [privacy] section fails here, at start-up, naming the key
         self.privacy = {n: p for n, t in self.tasks.items() if (p := privacy_config(t)).enabled}
         self.pool: dict[str, DedupeIndex] = {}
+        # ids curated before and their content, every task in one index
+        self.seen = SeenIds(capacity * max(1, len(self.tasks)))
         self.gold: dict[str, DedupeIndex] = {}
 
     def _pool(self, task: str) -> DedupeIndex:
@@ -119,6 +144,10 @@ class Curator:
         return idx
 
     # -- state loading (from the warehouse at start-up, from gold sets when they change) ---
+    def load_seen(self, task: str, ids: list[str], contents: list[int]) -> None:
+        """Remember curated ids and their content hashes (0: unknown, never a conflict)."""
+        self.seen.add_many([seen_key(task, i) for i in ids], contents)
+
     def load_pool(self, task: str, ids: list[str], inputs: list[str]) -> None:
         """Remember kept examples in arrival order (the most recent ``capacity`` survive)."""
         idx = self._pool(task)
@@ -143,21 +172,42 @@ class Curator:
     # -- the decision -------------------------------------------------------------------
     def curate(self, messages: Iterable[Message]) -> list[Decision]:
         decisions: list[Decision] = []
-        pending: dict[str, list[Decision]] = {}  # task -> decisions awaiting the dedupe stage
+        valid: list[Decision] = []
         for msg in messages:
             try:
                 log = decode(msg.value, self.tasks)
             except Invalid as exc:
                 decisions.append(Decision("invalid", str(exc), msg, task=task_of(msg.value, self.tasks)))
                 continue
-            task = self.tasks[log.task]
             label = label_of(log.output)
-            d = Decision("", "", msg, log, label, task.slice_rule.slice_of(label, log.meta))
+            d = Decision("", "", msg, log, label, self.tasks[log.task].slice_rule.slice_of(label, log.meta))
             decisions.append(d)
+            valid.append(d)
+        if not valid:
+            return decisions
+        # ids seen before, looked up for the whole batch at once (one sorted-array search)
+        keys = [seen_key(d.log.task, d.log.id) for d in valid]
+        firsts = self.seen.get_many(keys)
+        added: dict[int, int] = {}
+        pending: dict[str, list[Decision]] = {}  # task -> decisions awaiting the dedupe stage
+        for d, key, first in zip(valid, keys, firsts):
+            log = d.log
+            task = self.tasks[log.task]
+            d.content_hash = content_hash(log)
+            if first is None:
+                first = added.get(key)
+            if first is None:
+                added[key] = d.content_hash
             privacy = self.privacy.get(log.task)
             if privacy is not None:  # before anything reads the input: the raw one goes nowhere
                 log.input, counts = privacy.redact(log.input)
                 d.redactions = counts or None
+            if first is not None and first != d.content_hash and first != 0:
+                d.outcome, d.matched_id = "conflict", log.id
+                d.reason = (f"id {log.id!r} was curated before with other content (content hash "
+                            f"{first:016x}, this one {d.content_hash:016x}): the first content stands; "
+                            "both versions are in curation_events")
+                continue
             reason = check_output(log, task)
             if reason:
                 d.outcome, d.reason = "off_schema", reason
@@ -167,6 +217,8 @@ class Curator:
                 d.outcome, d.reason = "low_conf", reason
                 continue
             pending.setdefault(log.task, []).append(d)
+        for key, content in added.items():
+            self.seen.add(key, content)
         for task_name, group in pending.items():
             self._dedupe(self.tasks[task_name], group)
         return decisions

@@ -17,6 +17,8 @@ def event_id(d: Decision) -> str:
     """The event id; for an invalid message a hash of its raw bytes (not of where it was read:
     a replay, or the same file published again, is the same event and counts once)."""
     if d.log is not None:
+        if d.outcome == "conflict":  # its own row: the first content's row stays as it is
+            return f"{d.log.id}#conflict-{d.content_hash:016x}"
         return d.log.id
     m = d.message
     return f"invalid:{m.topic}:{xxhash.xxh3_128_hexdigest(m.value or b'')}"
@@ -47,10 +49,17 @@ def curation_event_row(d: Decision, curated_at: datetime) -> dict:
         "source_offset": d.message.offset,
         "curated_at": curated_at,
         "redactions": d.redactions or {},
+        # the example's own columns: examples_mv derives `examples` from the kept rows, so
+        # one insert writes both tables (conflicts keep their version here for review)
+        "input": log.input if log else "",
+        "meta": orjson.dumps(log.meta).decode() if log and log.meta else "{}",
+        "content_hash": d.content_hash,
     }
 
 
 def example_row(d: Decision, curated_at: datetime) -> dict:
+    """A row of ``examples`` as examples_mv derives it from a kept curation_events row (for
+    tools that write examples directly; the curate pipeline writes only curation_events)."""
     log = d.log
     return {
         "id": log.id, "ts": log.ts, "task": log.task, "input": log.input, "output": d.label,

@@ -36,3 +36,52 @@ def test_a_fault_that_can_heal_is_raised_not_split(store):
     with pytest.raises(ConnectionRefusedError):
         insert_isolating(Down(), "curation_events", [{"id": str(i)} for i in range(100)])
     assert Down.calls == 1
+
+
+def test_the_pipeline_dead_letters_a_refused_row_and_writes_the_rest(store):
+    import asyncio
+    import base64
+
+    import orjson
+
+    from kernel.settings import load_settings
+    from kernel.stage import WorkerContext
+    from kernel.tasks import parse_task
+    from schemas.events import teacher_log_message
+    from streams.curate.pipeline import CuratePipeline
+    from streams.curate.policy import Curator, Message
+
+    task = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
+
+    class RefusedByTheStore(Curator):
+        """A row ClickHouse cannot store (an unparsable time), as a bug or a new edge case would make."""
+
+        def curate(self, messages):
+            out = super().curate(messages)
+            for d in out:
+                if d.log is not None and d.log.id == "bad":
+                    d.log.ts = "not a time at all"
+            return out
+
+    sent = []
+
+    class Topic:
+        async def send(self, key, value, force):
+            sent.append(orjson.loads(value))
+
+    class App:
+        class producer:
+            @staticmethod
+            async def flush():
+                pass
+
+    ctx = WorkerContext(load_settings({}), {"tx": task}, store, app=App())
+    pipeline = CuratePipeline(ctx, RefusedByTheStore({"tx": task}), Topic(), Topic())
+    values = [teacher_log_message(id=i, task="tx", input=["tesco metro", "uber trip home", "pret lunch"][n], output="food", confidence=0.9,
+                                  teacher="t", ts="2026-11-21T10:00:00Z") for n, i in enumerate(["a", "bad", "c"])]
+    asyncio.run(pipeline.process([Message(v, 0, n) for n, v in enumerate(values)]))
+    rows = store.rows("SELECT id, outcome FROM curation_events FINAL ORDER BY source_offset")
+    assert [r["outcome"] for r in rows] == ["kept", "invalid", "kept"]
+    assert [r["id"] for r in store.rows("SELECT id FROM examples FINAL ORDER BY id")] == ["a", "c"]
+    assert len(sent) == 1 and "the store refused its row" in sent[0]["reason"]
+    assert base64.b64decode(sent[0]["original_b64"]) == values[1]

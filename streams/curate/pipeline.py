@@ -19,8 +19,12 @@ from kernel.gold import current_version, load_gold
 from kernel.retry import retry_forever
 from kernel.stage import WorkerContext
 from kernel.warehouse import Warehouse, sql_str
+from kernel.warehouse.isolate import insert_isolating
+from streams.curate import observe
 from streams.curate.policy import OUTCOMES, Curator, Decision, Message
-from streams.curate.rows import batch_token, curation_event_row, dead_letter, example_row, review_item
+from streams.curate.rows import (batch_token, curation_event_row, dead_letter, dead_letter_payload_rows,
+                                 review_item)
+from streams.curate.seen import load_seen_ids
 
 log = logging.getLogger("flywheel.curate")
 
@@ -39,6 +43,7 @@ def load_state(curator: Curator, store: Warehouse, capacity: int) -> dict[str, i
         gold_versions[name] = refresh_gold(curator, store, name, -1)
         log.info("task %s: %d kept examples and gold v%d loaded for dedupe", name, len(rows),
                  gold_versions[name])
+    log.info("%d curated ids loaded for conflict detection", load_seen_ids(curator, store, capacity))
     return gold_versions
 
 
@@ -81,6 +86,7 @@ class CuratePipeline:
 
     async def process(self, messages: list[Message]) -> None:
         """Decide a batch and make it durable (no pipelining; for callers without a stream)."""
+        observe.batch_in(len(messages))
         await self._finish(self.decide(messages), None, ())
 
     async def submit(self, stream, events) -> None:
@@ -92,6 +98,7 @@ class CuratePipeline:
         ``partition``, ``offset``, ``topic`` and ``timestamp``, like ``Message``). At most one
         batch is being written while the next is decided (bounded buffering: a slow store
         stalls consumption, it never grows memory)."""
+        observe.batch_in(len(events))
         decisions = self.decide([ev.message for ev in events])
         await self.drain()
         self._inflight = asyncio.ensure_future(self._finish(decisions, stream, events))
@@ -111,8 +118,9 @@ class CuratePipeline:
 
     async def _finish(self, decisions: list[Decision], stream, events) -> None:
         now = datetime.now(timezone.utc)
-        await self._retry("publish dead letters and review items", self._send, decisions, now)
-        await self._retry("write the batch to ClickHouse", self._write, decisions, now)
+        t0 = time.monotonic()
+        await self._make_durable(decisions, now)
+        observe.batch_durable(decisions, time.monotonic() - t0)
         for ev in events:  # durable: now the offsets may be committed
             await stream.ack(ev)
         for d in decisions:
@@ -125,6 +133,23 @@ class CuratePipeline:
                     await result
             except Exception:
                 log.exception("a curate hook failed; the batch itself is stored")
+
+    async def _make_durable(self, decisions: list[Decision], now: datetime) -> None:
+        """Store oversized originals, publish dead letters and review items, write the batch
+        (one insert: examples_mv derives `examples` from it). Rows the store refuses for a data
+        reason become invalid here (dead letter, then their outcome row), in ``decisions``."""
+        await self._retry("store dead-letter originals", self._store_payloads, decisions, now)
+        await self._retry("publish dead letters and review items", self._send, decisions, now)
+        refused = await self._retry("write the batch to ClickHouse", self._write, decisions, now)
+        if refused:
+            await self._retry("store dead-letter originals", self._store_payloads, refused, now)
+            await self._retry("publish dead letters of refused rows", self._send, refused, now)
+            await self._retry("write the refused rows as invalid", self._write, refused, now)
+
+    async def _store_payloads(self, decisions: list[Decision], now: datetime) -> None:
+        rows = dead_letter_payload_rows(decisions, now)
+        if rows:
+            await asyncio.to_thread(self.ctx.store.insert, "dead_letter_payloads", rows)
 
     async def _send(self, decisions: list[Decision], now: datetime) -> None:
         sent = False
@@ -140,21 +165,23 @@ class CuratePipeline:
         if sent:
             await self.ctx.app.producer.flush()
 
-    async def _write(self, decisions: list[Decision], now: datetime) -> None:
-        curated_at = now
-        events = [curation_event_row(d, curated_at) for d in decisions]
-        # replayed kept events are written again too: the index may know an id whose first
-        # write never landed (a batch that failed half way); ReplacingMergeTree collapses them
-        kept = [example_row(d, curated_at) for d in decisions if d.outcome == "kept"]
-        store = self.ctx.store
-        if kept:
-            await asyncio.to_thread(store.insert, "examples", kept,
-                                    batch_token([r["id"] for r in kept], "examples"))
-        await asyncio.to_thread(store.insert, "curation_events", events,
-                                batch_token([r["id"] for r in events], "curation_events"))
+    async def _write(self, decisions: list[Decision], now: datetime) -> list[Decision]:
+        """One insert into curation_events; `examples` follows from its kept rows (examples_mv),
+        so the two never disagree. Replayed kept events are written again too: the index may know
+        an id whose first write never landed; ReplacingMergeTree collapses them. Returns the
+        decisions whose rows the store refused, turned invalid (and replaced in ``decisions``)."""
+        events = [curation_event_row(d, now) for d in decisions]
+        refused = await asyncio.to_thread(insert_isolating, self.ctx.store, "curation_events", events,
+                                          lambda rows: batch_token([r["id"] for r in rows], "curation_events"))
+        out = []
+        for i, reason in refused:
+            d = Decision("invalid", f"the store refused its row: {reason}", decisions[i].message)
+            decisions[i] = d
+            out.append(d)
+        return out
 
-    async def _retry(self, what: str, fn, *args) -> None:
-        await retry_forever(what, fn, *args, log=log)
+    async def _retry(self, what: str, fn, *args):
+        return await retry_forever(what, fn, *args, log=log, progress=observe.PROGRESS)
 
     def status_line(self) -> str:
         """Totals since start-up, and the rate over the interval since the last status line

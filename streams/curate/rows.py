@@ -77,10 +77,21 @@ def dead_letter(d: Decision, dead_at: datetime) -> tuple[bytes, bytes]:
                                 original=m.value, id=d.log.id if d.log else None, dead_at=dead_at)
 
 
+# A review item must stay under the producer's 1,000,000-byte request limit like a dead letter:
+# a longer input travels as its head (the whole input is in curation_events.input).
+REVIEW_INPUT_MAX_CHARS = 200_000
+
+
 def review_item(d: Decision) -> tuple[bytes, bytes]:
     log = d.log
+    text = log.input
+    extra = {}
+    if len(text) > REVIEW_INPUT_MAX_CHARS or len(orjson.dumps(log.output)) > REVIEW_INPUT_MAX_CHARS:
+        extra = {"input_truncated": True, "input_chars": len(text), "full_input_in": "curation_events"}
+        text = text[:REVIEW_INPUT_MAX_CHARS]
     value = {
-        "id": log.id, "task": log.task, "kind": "low_conf", "input": log.input, "output": log.output,
+        **extra,
+        "id": log.id, "task": log.task, "kind": "low_conf", "input": text, "output": log.output,
         "confidence": log.confidence, "slice": d.slice, "reason": d.reason,
         "source": {"topic": d.message.topic, "partition": d.message.partition, "offset": d.message.offset,
                    "teacher": log.teacher, "ts": rfc3339(log.ts, "auto")},

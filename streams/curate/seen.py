@@ -85,3 +85,20 @@ class SeenIds:
             cut = np.sort(self._seqs)[len(self._seqs) // 2]
             live = self._seqs >= cut
             self._keys, self._vals, self._seqs = self._keys[live], self._vals[live], self._seqs[live]
+
+
+def load_seen_ids(curator, store, capacity: int) -> int:
+    """Rebuild the curator's seen-ids index from curation_events: per task, the most recent
+    ``capacity`` ids with their first content. Returns how many ids were loaded."""
+    from kernel.warehouse import sql_str
+
+    n = 0
+    for name in curator.tasks:
+        rows = store.rows(
+            "SELECT id, toString(argMin(content_hash, curated_at)) AS h, min(curated_at) AS t "
+            f"FROM curation_events WHERE task = {sql_str(name)} AND outcome NOT IN ('invalid', 'conflict') "
+            f"GROUP BY id ORDER BY t DESC LIMIT {int(capacity)}")
+        rows.reverse()
+        curator.load_seen(name, [r["id"] for r in rows], [int(r["h"]) for r in rows])
+        n += len(rows)
+    return n

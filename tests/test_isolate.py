@@ -85,3 +85,58 @@ def test_the_pipeline_dead_letters_a_refused_row_and_writes_the_rest(store):
     assert [r["id"] for r in store.rows("SELECT id FROM examples FINAL ORDER BY id")] == ["a", "c"]
     assert len(sent) == 1 and "the store refused its row" in sent[0]["reason"]
     assert base64.b64decode(sent[0]["original_b64"]) == values[1]
+
+
+def test_an_unreachable_store_stalls_the_batch_until_it_heals_and_is_counted(store):
+    import asyncio
+
+    from kernel.settings import load_settings
+    from kernel.stage import WorkerContext
+    from kernel.tasks import parse_task
+    from kernel.warehouse.remote import OwnerUnreachable
+    from schemas.events import teacher_log_message
+    from streams.curate import observe
+    from streams.curate.pipeline import CuratePipeline
+    from streams.curate.policy import Curator, Message
+
+    class Flaky:
+        """The real store behind an owner that is down for the first three inserts."""
+
+        def __init__(self, inner):
+            self.inner, self.failures = inner, 3
+
+        def insert(self, *a, **kw):
+            if self.failures:
+                self.failures -= 1
+                raise OwnerUnreachable("the process that owns the store did not answer: connection refused")
+            return self.inner.insert(*a, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    task = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
+    ctx = WorkerContext(load_settings({}), {"tx": task}, Flaky(store), app=None)
+    pipeline = CuratePipeline(ctx, Curator({"tx": task}), None, None)
+    import streams.curate.pipeline as pl
+
+    real_retry = pl.retry_forever
+    pl.retry_forever = lambda *a, **kw: real_retry(*a, **{**kw, "first_delay": 0.05})
+    before = metrics.RETRIES.labels("write the batch to ClickHouse", "store")._value.get()
+    acked = []
+    try:
+        async def run():
+            task_ = asyncio.ensure_future(pipeline.process([Message(teacher_log_message(
+                id="a", task="tx", input="tesco", output="food", confidence=0.9, teacher="t"), 0, 0)]))
+            await asyncio.sleep(0.1)
+            acked.append(task_.done())              # still stalled: nothing acknowledged early
+            healthy_while_failing = observe.PROGRESS()
+            await task_
+            return healthy_while_failing
+
+        ok_while_failing, detail = asyncio.run(run())
+    finally:
+        pl.retry_forever = real_retry
+    assert acked == [False] and "did not answer" in detail
+    assert metrics.RETRIES.labels("write the batch to ClickHouse", "store")._value.get() - before == 3
+    assert store.scalar("SELECT count() FROM examples FINAL") == 1   # healed by itself, nothing lost
+    assert observe.PROGRESS()[0]

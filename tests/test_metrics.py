@@ -187,3 +187,52 @@ def test_a_running_worker_reports_real_values(settings, tmp_path):
         assert total(s, "process_resident_memory_bytes") > 10e6
         health = orjson.loads(urllib.request.urlopen(url + "/health", timeout=10).read())
         assert health["status"] == "ok" and set(health["checks"]) >= {"curate", "broker"}
+
+
+@pytest.mark.integration
+def test_the_training_worker_serves_metrics_while_it_runs(settings, store, tasks_dir):
+    import threading
+    from dataclasses import replace
+
+    from kernel.tasks import load_tasks
+    from tests.conftest import free_port
+    from training.train.worker import WorkerOptions, run_worker
+
+    port = free_port()
+    s = replace(settings, train_metrics_port=port, lag_sample_seconds=0.5)
+    scraped = {}
+
+    def scrape_while_running():
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                page = scrape(f"http://127.0.0.1:{port}")
+                if total(page, "flywheel_training_runs_total", status="skipped") >= 1 and \
+                        total(page, "flywheel_committed_offset", group="train-metrics-test") >= 1 and \
+                        total(page, "flywheel_consumer_lag", group="train-metrics-test") == 0:
+                    scraped.update(page)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+    async def publish_bad():
+        from aiokafka import AIOKafkaProducer
+
+        p = AIOKafkaProducer(**s.kafka.aiokafka_kwargs(), acks="all")
+        await p.start()
+        await p.send_and_wait("retrain.requests", b'{"not": "a request"}')
+        await p.stop()
+
+    asyncio.run(publish_bad())
+    t = threading.Thread(target=scrape_while_running)
+    t.start()
+    outcomes = asyncio.run(run_worker(s, load_tasks(tasks_dir), store,
+                                      WorkerOptions(group="train-metrics-test", idle_exit_seconds=6)))
+    t.join()
+    assert [o.status for o in outcomes] == ["skipped"]
+    assert scraped, "the training worker's endpoint never showed the request handled and committed"
+    assert total(scraped, "flywheel_dead_letters_total", source_topic="retrain.requests") >= 1
+    assert total(scraped, "flywheel_events_in_total", stage="train", topic="retrain.requests") >= 1

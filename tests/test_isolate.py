@@ -20,7 +20,7 @@ def test_bad_rows_are_isolated_and_the_rest_written(store):
     before = metrics.ROWS_ISOLATED.labels("curation_events")._value.get()
     refused = insert_isolating(store, "curation_events", rows)
     assert [i for i, _ in refused] == [3, 500, 999]
-    assert all("Cannot parse" in reason or "CANNOT_PARSE" in reason for _, reason in refused)
+    assert all("Code: 41" in reason and "DateTime" in reason for _, reason in refused)  # CANNOT_PARSE_DATETIME
     assert store.scalar("SELECT count() FROM curation_events") == 997
     assert metrics.ROWS_ISOLATED.labels("curation_events")._value.get() - before == 3
 

@@ -175,7 +175,9 @@ class CuratePipeline:
                                           lambda rows: batch_token([r["id"] for r in rows], "curation_events"))
         out = []
         for i, reason in refused:
-            d = Decision("invalid", f"the store refused its row: {reason}", decisions[i].message)
+            first = decisions[i]
+            d = Decision("invalid", f"the store refused its row: {reason}", first.message,
+                         task=first.log.task if first.log else first.task)
             decisions[i] = d
             out.append(d)
         return out

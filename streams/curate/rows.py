@@ -21,7 +21,9 @@ def event_id(d: Decision) -> str:
             return f"{d.log.id}#conflict-{d.content_hash:016x}"
         return d.log.id
     m = d.message
-    return f"invalid:{m.topic}:{xxhash.xxh3_128_hexdigest(m.value or b'')}"
+    if m.value is None:  # a null record value is not the empty one (whose hash is of b"")
+        return f"invalid:{m.topic}:null"
+    return f"invalid:{m.topic}:{xxhash.xxh3_128_hexdigest(m.value)}"
 
 
 def message_time(d: Decision) -> datetime:

@@ -243,7 +243,7 @@ class LagSampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=5)  # a daemon thread: a hung broker call never holds up a stop
 
     def _run(self) -> None:
         asyncio.run(self._loop())

@@ -120,8 +120,8 @@ class DriftStage:
         per_task: dict[str, list] = {}
         for d in decisions:
             log_ = d.log
-            if log_ is None or log_.task not in self.drift:
-                continue
+            if log_ is None or log_.task not in self.drift or d.outcome == "conflict":
+                continue  # a conflict is a re-sent id: the first content was observed already
             per_task.setdefault(log_.task, []).append(
                 (log_.id, d.outcome, log_.confidence, d.label, log_.ts.timestamp()))
         alerts: list[dict] = []

@@ -97,9 +97,10 @@ def test_the_envelope_of_a_5mb_message_is_accepted_by_a_default_producer(broker)
         finally:
             await consumer.stop()
 
+    from dataclasses import replace
+
     from kernel.broker import ensure_topics
     from kernel.settings import load_settings
-    from dataclasses import replace
 
     s = load_settings({})
     asyncio.run(ensure_topics(replace(s.kafka, bootstrap=broker.bootstrap)))

@@ -1,8 +1,8 @@
 """`flywheel drift`: the chart (one window, gaps, markers, labels, alerts) and why an alert
 did or did not start a retrain (issue 12)."""
 
-from datetime import datetime, timedelta, timezone
 import math
+from datetime import datetime, timedelta, timezone
 
 import pytest
 

@@ -9,16 +9,16 @@ import logging
 import math
 import pickle
 from dataclasses import replace
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
 from kernel.tasks import TaskConfigError, parse_task
-from streams.drift.config import _DEFAULTS, drift_config
 from streams.drift import legacy
+from streams.drift.config import _DEFAULTS, drift_config
 from streams.drift.detectors import Monitor, StateError
 from streams.drift.state import TaskDrift, oov_share
 from streams.trigger.config import trigger_config

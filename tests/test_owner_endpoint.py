@@ -224,7 +224,6 @@ def test_files_are_private_and_owner_json_lifecycle(tmp_path):
 
 def test_flywheel_sql_is_read_only_unless_write(tmp_path, tasks_dir):
     from flywheel.cli import main
-
     from tests.helpers.testing import make_store
 
     def run(*args):

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kernel.settings import load_settings
 from serving.config import Route, VersionRef
 from serving.engine import Engine
 from serving.live import LivePublisher
 from serving.router import VERSION_HEADER, EngineBackend, Router, create_router_app
 from serving.server import create_app
-from kernel.settings import load_settings
 from tests.helpers.adapters import SYSTEM, make_adapter, minilm
 
 LABELS = ["groceries", "transport", "dining"]

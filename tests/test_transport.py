@@ -49,3 +49,14 @@ def test_an_untested_faust_version_is_refused_naming_the_fix():
     assert "faust-streaming 0.16.0 is installed" in msg
     assert "pip install 'faust-streaming==0.15.3'" in msg
     assert "TESTED_FAUST_VERSIONS" in msg
+
+
+def test_describe_assignment_names_topics_and_partitions():
+    from collections import namedtuple
+
+    from streams.worker.transport import describe_assignment
+
+    TP = namedtuple("TP", "topic partition")
+    assert describe_assignment({TP("teacher.logs", 2), TP("teacher.logs", 0), TP("live.requests", 1)}) \
+        == "live.requests[1] teacher.logs[0,2]"
+    assert describe_assignment(set()) == "nothing"

@@ -22,8 +22,7 @@ from kernel.warehouse import Warehouse, sql_str
 from kernel.warehouse.isolate import insert_isolating
 from streams.curate import observe
 from streams.curate.policy import OUTCOMES, Curator, Decision, Message
-from streams.curate.rows import (batch_token, curation_event_row, dead_letter, dead_letter_payload_rows,
-                                 review_item)
+from streams.curate.rows import batch_token, curation_event_row, dead_letter, dead_letter_payload_rows, review_item
 from streams.curate.seen import load_seen_ids
 
 log = logging.getLogger("flywheel.curate")

@@ -108,9 +108,10 @@ class DriftStage:
         min_ref = cfg.metrics["oov_rate"].min_reference
         self.drift[name].set_reference(labels, vocab if n >= min_ref else None)
         self.reference_at[name] = time.monotonic()
+        if self.reference_n.get(name) != n:  # said once per change, not at every re-read
+            self.notes.append((logging.INFO, f"drift {name}: training reference {n} examples, "
+                                             f"{len(labels)} labels, {len(vocab)} tokens"))
         self.reference_n[name] = n
-        self.notes.append((logging.INFO, f"drift {name}: training reference {n} examples, {len(labels)} labels, "
-                                         f"{len(vocab)} tokens"))
 
     # -- batches ---------------------------------------------------------------------------------
     async def on_curated(self, decisions: list[Decision]) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from kernel.warehouse import Warehouse
 from kernel.warehouse import sql_str as q
 from schemas.timefmt import rfc3339
-
 from serving import history
 from serving.config import encode
 

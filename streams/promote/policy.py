@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from kernel.lifecycle import ModelState, TransitionError, check_transition, state_of
-
 from serving.config import Route, VersionRef
 
 

@@ -25,7 +25,6 @@ def retrain(task_name, reason):
     from aiokafka import AIOKafkaProducer
 
     from kernel.broker import start_client
-
     from streams.trigger import store as tstore
 
     c = ctx()

@@ -146,8 +146,8 @@ def _stop_child(child: subprocess.Popen, timeout: float, echo) -> int:
 def worker_main() -> None:
     """The child's entry point: settings from the environment that `up` set, the store through
     the owner's endpoint (or the ClickHouse server), the Faust worker in this process."""
-    from kernel.tasks import load_tasks
     from kernel.settings import load_settings
+    from kernel.tasks import load_tasks
 
     loglevel = sys.argv[1] if len(sys.argv) > 1 else "info"
     settings = load_settings()
@@ -225,7 +225,7 @@ def _flush() -> None:
 # Faust and mode log every service's "Starting..."/"Stopping..." at INFO (about 40 lines at
 # start-up, as many at shutdown), which buries the banner. Below --log-level debug they log
 # warnings and errors only; flywheel's own loggers keep the level asked for.
-CHATTY_LOGGERS = ("faust", "mode", "aiokafka", "kafka")
+CHATTY_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "streams.worker.transport")
 READY_LINE = "worker     ready: curating teacher.logs (Ctrl-C stops everything cleanly)"
 
 
@@ -249,6 +249,7 @@ def run_faust(app, loglevel: str = "info", echo=print) -> int:
             super()._on_startup_end_spinner()
             echo(READY_LINE)
 
+    quiet_chatter(loglevel)  # before the worker starts its services, not only once it set up logging
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                     override_logging=True, console_port=0)
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import logging
 from time import monotonic
 from typing import Any, Iterable
 from urllib.parse import urlencode
@@ -199,6 +200,17 @@ class Transport(_aiokafka.Transport):
         self.poll_timeout_ms = _option(url, "poll_timeout_ms", DEFAULT_POLL_TIMEOUT_MS)
 
 
+_log = logging.getLogger("flywheel.worker")
+
+
+def describe_assignment(tps) -> str:
+    """'teacher.logs[0,2] live.requests[1]' for a set of topic-partitions ('nothing' if empty)."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "nothing"
+
+
 class App(faust.App):
     """faust.App without the Monitor sensor in the per-event path.
 
@@ -227,7 +239,8 @@ class App(faust.App):
         self.rebalances += 1
         if self._rebalance_started is not None:
             self.last_rebalance_s = monotonic() - self._rebalance_started
-            self.log.info("rebalance #%d took %.2f s", self.rebalances, self.last_rebalance_s)
+            _log.info("rebalance #%d took %.2f s; this worker now holds %s", self.rebalances,
+                      self.last_rebalance_s, describe_assignment(self.consumer.assignment()))
 
     def rebalance_stats(self) -> dict:
         return {"rebalances": self.rebalances, "last_rebalance_s": self.last_rebalance_s}

@@ -536,3 +536,41 @@ def test_rearm_config_is_validated():
         drift({"oov_rate": {"rearm_events": "2k"}})
     with pytest.raises(TaskConfigError, match=r"drift.label_mix.rearm_effect.*clear_windows"):
         drift({"label_mix": {"rearm_effect": 0.1}})
+
+
+def test_label_mix_on_a_young_task_does_not_alarm_on_the_references_own_noise():
+    """A reference of 250 examples over 12 labels is itself noisy: the one-sample test (shares
+    taken as exact) alarms on stationary traffic; the two-sample test does not, and still sees a
+    large real shift."""
+    from streams.drift.detectors import chi2_test, chi2_two_sample, js_divergence
+
+    labels = tuple(f"l{i}" for i in range(12))
+    cfg = _DEFAULTS["label_mix"]
+    one_sample_alarms = two_sample_alarms = 0
+    for seed in range(3):
+        rng = np.random.default_rng(100 + seed)
+        truth = rng.dirichlet(np.ones(len(labels)))
+        ref = dict(zip(labels, rng.multinomial(250, truth).tolist()))
+        m = Monitor(cfg, labels)
+        m.det.set_reference(ref)
+        stationary = list(rng.choice(labels, 150_000, p=truth))
+        two_sample_alarms += len(alerts_of(m, stationary))
+        ref_counts = np.array([ref[lab] for lab in labels], dtype=float)
+        shares = (ref_counts + 0.5) / (ref_counts + 0.5).sum()
+        for w in range(0, len(stationary), cfg.window):
+            counts = np.array([0.0] * len(labels))
+            for lab in stationary[w:w + cfg.window]:
+                counts[labels.index(lab)] += 1
+            if chi2_test(counts, shares)[1] < cfg.alpha and js_divergence(counts + 1e-12, shares) >= cfg.min_jsd:
+                one_sample_alarms += 1
+        assert chi2_two_sample(counts, ref_counts)[1] > cfg.alpha
+    assert two_sample_alarms == 0
+    assert one_sample_alarms > 0   # the old test's false alarms, on the same streams
+    # a real shift: half the mass onto two labels
+    rng = np.random.default_rng(9)
+    truth = np.full(len(labels), 1 / len(labels))
+    m = Monitor(cfg, labels)
+    m.det.set_reference(dict(zip(labels, rng.multinomial(250, truth).tolist())))
+    shifted = truth * 0.5
+    shifted[:2] += 0.25
+    assert len(alerts_of(m, list(rng.choice(labels, 5_000, p=shifted)))) == 1

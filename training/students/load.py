@@ -14,10 +14,14 @@ def load_predictor(row: dict) -> Callable[[list[str]], list[str]]:
     if not adapter.is_dir():
         raise FileNotFoundError(f"adapter of {row['version']} not found at {adapter}: the artifacts "
                                 "folder moved? set FLYWHEEL_ARTIFACTS_DIR to where it lives")
-    if row["student"] == "encoder_classifier":
+    if row["student"] in ("encoder_classifier", "encoder_full"):
         from training.students.encoder import EncoderPredictor
 
         return EncoderPredictor(adapter, row["base_model"], hp.get("max_length", 128)).predict
+    if row["student"] == "embedding_head":
+        from training.students.head import HeadPredictor
+
+        return HeadPredictor(adapter, row["base_model"]).predict
     from training.students.causal_lm import CausalPredictor
 
     return CausalPredictor(adapter, row["base_model"], hp.get("quantization", "auto")).predict

@@ -192,3 +192,34 @@ def test_kinds_are_compared_on_validation_and_the_best_is_saved(tmp_path):
     assert answers == sel.fit.val_predictions                                        # same path as serving
     assert math.isclose(sum(a == r["output"] for a, r in zip(answers, val)) / len(val),
                         kinds["embedding_head"].val_accuracy)
+
+
+def test_search_runs_trials_within_its_budget_and_records_them(tmp_path):
+    from training.students.select import train_student
+
+    train, val = rows()
+    c = cfg(student="encoder_classifier", steps=2, learning_rate=1e-9, search_trials=2, search_budget_s=600)
+    sel = train_student(c, list(SENTS), train, val, tmp_path / "adapter")
+    s = sel.search
+    assert s["kind"] == "encoder_classifier" and s["trials_run"] == 2 and len(s["trials"]) == 2
+    for t in s["trials"]:
+        assert 5e-4 <= t["learning_rate"] <= 1e-2 and 1 <= t["steps"] <= 4 and t["lora_r"] in (4, 8, 16)
+    # a trial replaces the default only when it scores better on validation
+    best_trial = max(s["trials"], key=lambda t: (t["learning"] != "did not learn", t["val_accuracy"], -t["val_loss"]))
+    if s["improved"]:
+        assert sel.candidates[-1].source == "search" and sel.fit.steps == best_trial["steps"]
+    else:
+        assert sel.cfg.learning_rate == 1e-9
+
+
+def test_search_starts_no_trial_that_would_overrun_its_budget():
+    from training.students.search import search_kind
+    from training.students.select import Candidate
+
+    def never(*a, **k):
+        raise AssertionError("no trial may start")
+
+    base = Candidate("encoder_full", 0.5, 1.0, train_seconds=120.0, steps=150, learning={"status": "learned"},
+                     hyperparameters={"learning_rate": 1e-4, "steps": 150, "lora_r": None})
+    record, best = search_kind(cfg(search_trials=5, search_budget_s=60), base, ["a"], [], [], None, never, None, None)
+    assert best is None and record["trials_run"] == 0 and record["improved"] is False

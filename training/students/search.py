@@ -28,7 +28,9 @@ def search_kind(cfg, baseline, labels, train, val, workdir: Path, train_fn, prog
     kind = baseline.kind
     lo, hi = LR_RANGE[kind]
     base_steps = baseline.steps
-    steps_lo, steps_hi = max(20, base_steps // 2), max(40, base_steps * 2)
+    steps_lo = max(1, base_steps // 2)
+    steps_hi = max(steps_lo + 1, base_steps * 2)
+    step = 10 if steps_hi - steps_lo >= 40 else 1
     budget = cfg.search_budget_s
     t_start = time.monotonic()
     trials: list[dict] = []
@@ -43,7 +45,7 @@ def search_kind(cfg, baseline, labels, train, val, workdir: Path, train_fn, prog
             break
         trial = study.ask()
         lr = trial.suggest_float("learning_rate", lo, hi, log=True)
-        steps = trial.suggest_int("steps", steps_lo, steps_hi, step=10)
+        steps = trial.suggest_int("steps", steps_lo, steps_lo + (steps_hi - steps_lo) // step * step, step=step)
         tcfg = replace(cfg, steps=steps, **({"learning_rate": lr} if kind == "encoder_classifier"
                                             else {"full_learning_rate": lr}))
         if kind == "encoder_classifier":

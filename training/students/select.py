@@ -81,11 +81,11 @@ def train_kind(kind: str, cfg: TrainConfig, labels: Sequence[str] | None, train:
     """Train one kind into out_dir; FitResult.val_predictions holds its validation answers
     (classification kinds, and causal_lm when compared with others)."""
     if kind == "embedding_head":
-        from .head import train_head
+        from training.students.head import train_head
 
         return train_head(cfg, labels, train, val, out_dir, progress)
     if kind in ("encoder_classifier", "encoder_full"):
-        from .encoder import train_encoder
+        from training.students.encoder import train_encoder
 
         return train_encoder(cfg, labels, train, val, out_dir, progress, full=kind == "encoder_full")
     from training.students.causal_lm import CausalPredictor, train_causal
@@ -146,7 +146,7 @@ def train_student(cfg: TrainConfig, labels: Sequence[str] | None, train: list, v
         best = max(done, key=lambda d: d[0].key())          # max keeps the first of equals: candidate order
         search = None
         if cfg.search_trials and val and best[0].kind in ("encoder_classifier", "encoder_full"):
-            from .search import search_kind
+            from training.students.search import search_kind
 
             search, found = search_kind(best[1], best[0], labels, train, val, work / "search", train_fn,
                                         progress, _candidate)

@@ -223,3 +223,19 @@ def test_search_starts_no_trial_that_would_overrun_its_budget():
                      hyperparameters={"learning_rate": 1e-4, "steps": 150, "lora_r": None})
     record, best = search_kind(cfg(search_trials=5, search_budget_s=60), base, ["a"], [], [], None, never, None, None)
     assert best is None and record["trials_run"] == 0 and record["improved"] is False
+
+
+def test_the_run_message_tells_did_not_learn_from_below_baseline():
+    from training.train.worker import run_message
+
+    val = ["a"] * 4 + ["b"] * 3 + ["c"] * 3
+    collapsed = check_learning(val, ["a"] * 10, {"a": 40, "b": 30, "c": 30}).summary()
+    learned = check_learning(val, ["a", "a", "a", "b", "b", "b", "b", "c", "c", "a"],
+                             {"a": 40, "b": 30, "c": 30}).summary()
+    below = ["overall score 0.8000 is below the baseline's 0.9000"]
+    m1 = run_message(False, below, collapsed)
+    m2 = run_message(False, below, learned)
+    assert m1.startswith("did not learn: 100% of validation answers are 'a'") and below[0] in m1
+    assert m2.startswith("rejected: overall score") and "(learned: validation accuracy 0.800" in m2
+    assert "did not learn" not in m2
+    assert run_message(True, [], learned).startswith("approved (learned")

@@ -193,16 +193,21 @@ def process_request(store: Warehouse, settings, tasks: dict[str, TaskConfig], re
     return Outcome(req["request_id"], task.name, "done", version, verdict, "", timings, sel.learning.summary())
 
 
+def run_message(approved: bool, reasons, learning: str = "") -> str:
+    """The run's one-line verdict. "did not learn: <evidence>" (the answers carry no information
+    about the input) leads the message, ahead of the gate's verdict; a student that learned but
+    was rejected reads "rejected: <reasons> (learned: ...)"."""
+    msg = "approved" if approved else "rejected: " + "; ".join(reasons)
+    if learning.startswith("did not learn"):
+        return f"{learning} -- {msg}"
+    return f"{msg} ({learning})" if learning else msg
+
+
 def finish_run(store: Warehouse, req: dict, outcome: Outcome, attempt: int, opts: WorkerOptions) -> None:
     row = runs.get_run(store, req["task"], req["request_id"]) or {}
     msg = outcome.message
     if outcome.verdict is not None:
-        msg = "approved" if outcome.verdict.approved else "rejected: " + "; ".join(outcome.verdict.reasons)
-        if outcome.learning:
-            # "did not learn" (no information in the answers) reads differently from "learned but
-            # below the baseline": both are in the run's message, the first one first
-            msg = (f"{outcome.learning} -- {msg}" if outcome.learning.startswith("did not learn")
-                   else f"{msg} ({outcome.learning})")
+        msg = run_message(outcome.verdict.approved, outcome.verdict.reasons, outcome.learning)
     row.update({"task": req["task"], "request_id": req["request_id"], "status": outcome.status,
                 "attempt": attempt, "worker": opts.worker_id, "message": msg[:4000],
                 "model_version": outcome.model_version or row.get("model_version", ""),

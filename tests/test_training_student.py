@@ -239,3 +239,18 @@ def test_the_run_message_tells_did_not_learn_from_below_baseline():
     assert m2.startswith("rejected: overall score") and "(learned: validation accuracy 0.800" in m2
     assert "did not learn" not in m2
     assert run_message(True, [], learned).startswith("approved (learned")
+
+
+def test_full_fine_tuning_saves_the_whole_model_and_serves_it(tmp_path):
+    from training.students.load import load_predictor
+    from training.students.select import train_student
+
+    train, val = rows()
+    c = cfg(student="encoder_full", steps=2)
+    sel = train_student(c, list(SENTS), train, val, tmp_path / "adapter")
+    assert sel.kind == "encoder_full" and sel.fit.steps == 2
+    assert (tmp_path / "adapter" / "config.json").is_file()
+    assert not (tmp_path / "adapter" / "adapter_config.json").exists()
+    row = {"version": "v", "adapter_uri": str(tmp_path / "adapter"), "student": "encoder_full",
+           "base_model": c.base_model, "hyperparameters": json.dumps(sel.cfg.to_dict())}
+    assert load_predictor(row)([r["input"] for r in val]) == sel.fit.val_predictions

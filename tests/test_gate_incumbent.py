@@ -29,7 +29,9 @@ LATER = "2025-01-01 00:03:19.000"       # all 200
 
 SECTIONS = """
 [train]
+student = "encoder_classifier"
 epochs = 1
+min_steps = 1
 max_length = 32
 batch_size = 16
 learning_rate = 3e-3

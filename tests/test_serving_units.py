@@ -160,3 +160,12 @@ def test_a_rolled_back_version_may_be_promoted_again_and_a_canary_is_kept():
     # promoting the canary itself clears it
     d = promote("v3", "canary", True, cur, {"v1": row("v1", "serving"), "v3": row("v3", "canary")})
     assert d.route.canary is None and d.route.canary_share == 0.0
+
+
+def test_a_student_kind_the_server_cannot_load_is_refused_naming_the_fix():
+    from streams.promote.policy import PromotionError, decide_promote
+
+    row = {"task": "tx", "version": "tx-v3-abc", "student": "encoder_full", "status": "approved"}
+    with pytest.raises(PromotionError, match=r"encoder_full student.*cannot load yet.*student = \"encoder_classifier\""):
+        decide_promote("tx", row, True, None, None, version="tx-v3-abc", decided_by="t", reason="r",
+                       decided_at="2026-01-01T00:00:00Z")

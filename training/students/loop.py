@@ -1,5 +1,6 @@
-"""One training loop for both students: AdamW, linear warm-up/decay, evaluation each epoch,
-early stopping on the validation metric, and the best checkpoint (not the last) kept."""
+"""One training loop for the gradient-trained students: AdamW, warm-up then linear or cosine
+decay, a length in optimizer steps (or epochs), evaluation at fixed intervals, early stopping on
+the validation metric (ties broken by validation loss), and the best checkpoint (not the last) kept."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     examples_per_second: float = 0.0
+    val_predictions: list = field(default_factory=list)   # the kept model's validation answers
 
 
 def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:
@@ -77,43 +79,89 @@ def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list
     return make_batches
 
 
-def better(metric: float, best: float | None, mode: str) -> bool:
+def better(metric: float, best: float | None, mode: str, tie: float | None = None,
+           best_tie: float | None = None) -> bool:
+    """Is ``metric`` an improvement on ``best``? On a tie (within 1e-12), a lower ``tie`` value
+    (validation loss) wins: accuracy on a small validation set often stays flat while the loss
+    still falls, and the earliest epoch is then rarely the best one."""
     if best is None:
         return True
-    return metric > best + 1e-12 if mode == "max" else metric < best - 1e-12
+    if mode == "max":
+        if metric > best + 1e-12:
+            return True
+        tied = metric >= best - 1e-12
+    else:
+        if metric < best - 1e-12:
+            return True
+        tied = metric <= best + 1e-12
+    return bool(tied and tie is not None and best_tie is not None and tie < best_tie - 1e-12)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "linear") -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based): linear warm-up
+    over ``warmup`` steps, then linear or cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, 1.0 - frac)
+
+
+def steps_for(n_examples: int, batch_size: int, epochs: int, min_steps: int, max_steps: int,
+              steps: int = 0) -> int:
+    """Optimizer steps of a run: ``steps`` when set, else ``epochs`` passes over the data
+    bounded by [min_steps, max_steps] (a 250-example pool gets enough updates to move the head,
+    a 50k pool does not run for hours)."""
+    if steps:
+        return steps
+    per_epoch = max(1, math.ceil(n_examples / max(1, batch_size)))
+    return int(min(max_steps, max(min_steps, per_epoch * epochs)))
 
 
 def fit(model, make_batches: Callable[[int], list], step_loss: Callable[[Any], Any],
         evaluate: Callable[[], dict] | None, *, epochs: int, learning_rate: float, weight_decay: float,
         warmup_share: float, patience: int, metric: str, mode: str, desc: str,
-        progress: ProgressFn | None = None, n_examples: int = 0) -> FitResult:
-    """Train ``model`` in place; on return it holds the weights of the best epoch."""
+        progress: ProgressFn | None = None, n_examples: int = 0, max_steps: int | None = None,
+        eval_every: int | None = None, schedule: str = "linear", tie_metric: str | None = None) -> FitResult:
+    """Train ``model`` in place; on return it holds the weights of the best evaluation.
+
+    Epoch mode (``max_steps`` None): ``epochs`` passes, evaluated after each. Step mode: exactly
+    ``max_steps`` optimizer steps (batches drawn epoch after epoch), evaluated every
+    ``eval_every`` steps and at the end; each evaluation is one row of the history (its
+    "epoch" is the evaluation's number). Ties on ``metric`` go to the lower ``tie_metric``.
+    """
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     per_epoch = len(make_batches(0))
-    total = max(1, per_epoch * epochs)
+    if max_steps is None:
+        total = max(1, per_epoch * epochs)
+        eval_every = per_epoch
+    else:
+        total = max(1, int(max_steps))
+        eval_every = max(1, int(eval_every or max(1, total // 5)))
     warm = int(total * warmup_share)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / max(1, warm)
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, schedule))
     bar = Progress(total, desc, progress)
-    best, best_state, best_epoch, bad = None, None, 0, 0
+    best, best_tie, best_state, best_epoch, bad = None, None, None, 0, 0
     history: list[dict] = []
     t0 = time.monotonic()
     step = 0
-    epochs_run = 0
+    rounds = 0
+    epoch = 0
+    run_loss, run_n = 0.0, 0
+    stop = False
     try:
-        for epoch in range(1, epochs + 1):
+        while not stop and step < total:
+            epoch += 1
+            if max_steps is None and epoch > epochs:
+                break
             model.train()
-            epoch_loss = 0.0
-            batches = make_batches(epoch)
-            for batch in batches:
+            for batch in make_batches(epoch):
                 loss = step_loss(batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -122,26 +170,34 @@ def fit(model, make_batches: Callable[[int], list], step_loss: Callable[[Any], A
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 lv = float(loss.detach())
-                epoch_loss += lv
+                run_loss += lv
+                run_n += 1
                 bar.update({"epoch": epoch, "loss": lv})
-            epochs_run = epoch
-            row = {"epoch": epoch, "train_loss": epoch_loss / max(1, len(batches))}
-            if evaluate is not None:
-                model.eval()
-                with torch.no_grad():
-                    row.update(evaluate())
-            history.append(row)
-            log.info("%s epoch %d: %s", desc, epoch, row)
-            value = row.get(metric, -row["train_loss"] if mode == "max" else row["train_loss"])
-            if isinstance(value, float) and math.isnan(value):
-                value = -math.inf if mode == "max" else math.inf
-            if better(value, best, mode):
-                best, best_epoch, bad = value, epoch, 0
-                best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-            else:
-                bad += 1
-                if evaluate is not None and bad > patience:
-                    log.info("%s: early stop after epoch %d (best epoch %d)", desc, epoch, best_epoch)
+                if step % eval_every == 0 or step == total:
+                    rounds += 1
+                    row = {"epoch": rounds, "step": step, "train_loss": run_loss / max(1, run_n)}
+                    run_loss, run_n = 0.0, 0
+                    if evaluate is not None:
+                        model.eval()
+                        with torch.no_grad():
+                            row.update(evaluate())
+                        model.train()
+                    history.append(row)
+                    log.info("%s evaluation %d (step %d/%d): %s", desc, rounds, step, total, row)
+                    value = row.get(metric, -row["train_loss"] if mode == "max" else row["train_loss"])
+                    if isinstance(value, float) and math.isnan(value):
+                        value = -math.inf if mode == "max" else math.inf
+                    tie = row.get(tie_metric) if tie_metric else None
+                    if better(value, best, mode, tie, best_tie):
+                        best, best_tie, best_epoch, bad = value, tie, rounds, 0
+                        best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                    else:
+                        bad += 1
+                        if evaluate is not None and bad > patience:
+                            log.info("%s: early stop after evaluation %d (best %d)", desc, rounds, best_epoch)
+                            stop = True
+                            break
+                if step >= total:
                     break
     finally:
         bar.close()
@@ -151,5 +207,6 @@ def fit(model, make_batches: Callable[[int], list], step_loss: Callable[[Any], A
             for n, v in best_state.items():
                 named[n].copy_(v)
     secs = time.monotonic() - t0
-    return FitResult(best_epoch, float(best if best is not None else 0.0), epochs_run, step, history, secs,
-                     (n_examples * epochs_run) / secs if secs > 0 else 0.0)
+    seen = step * (n_examples / max(1, per_epoch)) if n_examples else 0
+    return FitResult(best_epoch, float(best if best is not None else 0.0), rounds, step, history, secs,
+                     seen / secs if secs > 0 else 0.0)

@@ -65,6 +65,7 @@ class Outcome:
     verdict: Any = None
     message: str = ""
     timings: dict = field(default_factory=dict)
+    learning: str = ""                # "learned: ..." or "did not learn: <evidence>" (learning.py)
 
 
 class Heartbeat:
@@ -106,6 +107,11 @@ class Heartbeat:
         self._thread.join()
 
 
+def fit_record(fit) -> dict:
+    """The FitResult as lineage (without the per-example validation answers)."""
+    return {k: v for k, v in fit.__dict__.items() if k != "val_predictions"}
+
+
 def _now() -> str:
     return st.now_ms()
 
@@ -140,26 +146,26 @@ def process_request(store: Warehouse, settings, tasks: dict[str, TaskConfig], re
                  ds.manifest["content_hash"][:12], gold_version)
         adapter = vdir / "adapter"
         t = time.monotonic()
-        if tcfg.student == "encoder_classifier":
-            from training.students.encoder import train_encoder
+        from training.students.select import train_student
 
-            fit = train_encoder(tcfg, task.labels, ds.train, ds.validation, adapter, hb.progress)
-        else:
-            from training.students.causal_lm import train_causal
-
-            fit = train_causal(tcfg, ds.train, ds.validation, adapter, hb.progress)
+        sel = train_student(tcfg, task.labels, ds.train, ds.validation, adapter, hb.progress)
+        fit = sel.fit
         timings["train_s"] = time.monotonic() - t
-        hp = tcfg.to_dict()
-        write_json(vdir / "train_config.json", {"student": tcfg.student, "hyperparameters": hp,
-                                                "fit": fit.__dict__, "request": req, "attempt": attempt})
+        hp = sel.cfg.to_dict()
+        selection = sel.to_dict()
+        write_json(vdir / "train_config.json", {"student": sel.kind, "hyperparameters": hp, "selection": selection,
+                                                "fit": fit_record(fit), "request": req, "attempt": attempt})
         write_json(vdir / "dataset_manifest.json", ds.manifest)
-        ident = base_model_identity(tcfg.base_model)
+        ident = base_model_identity(sel.cfg.base_model)
         write_json(vdir / "base_model.json", ident)
+        if not sel.learning.learned:
+            log.warning("run %s: %s %s", req["request_id"], version, sel.learning.summary())
         row = {"task": task.name, "version": version, "seq": seq, "request_id": req["request_id"],
-               "student": tcfg.student, "base_model": tcfg.base_model, "base_model_identity": st.dumps(ident),
+               "student": sel.kind, "base_model": sel.cfg.base_model, "base_model_identity": st.dumps(ident),
                "adapter_uri": str(adapter.resolve()), "dataset_manifest": st.dumps(ds.manifest),
                "dataset_hash": ds.manifest["content_hash"], "hyperparameters": st.dumps(hp),
-               "gold_version": gold_version, "eval_results": st.dumps({"fit": fit.__dict__}),
+               "gold_version": gold_version,
+               "eval_results": st.dumps({"fit": fit_record(fit), "selection": selection}),
                "overall_score": None, "baseline_score": None, "status": ModelState.REGISTERED.value, "created_at": _now()}
         st.register(store, row)
 
@@ -177,7 +183,8 @@ def process_request(store: Warehouse, settings, tasks: dict[str, TaskConfig], re
         verdict = gate(store, task, gcfg, version, answers, gold_version, gold_rows, load_predictor,
                        registered=True)
         timings["gate_s"] = time.monotonic() - t
-        write_json(vdir / "eval.json", {"verdict": verdict.to_dict(), "fit": fit.__dict__})
+        write_json(vdir / "eval.json", {"verdict": verdict.to_dict(), "fit": fit_record(fit),
+                                        "learning": sel.learning.to_dict(), "selection": selection})
         write_model_card(vdir, version, task, hp, ident, ds.manifest, verdict)
         seal(vdir)
         timings["total_s"] = time.monotonic() - t0
@@ -186,14 +193,24 @@ def process_request(store: Warehouse, settings, tasks: dict[str, TaskConfig], re
              "APPROVED" if verdict.approved else "REJECTED", verdict.overall, verdict.baseline_overall)
     for r in verdict.reasons:
         log.info("  reason: %s", r)
-    return Outcome(req["request_id"], task.name, "done", version, verdict, "", timings)
+    return Outcome(req["request_id"], task.name, "done", version, verdict, "", timings, sel.learning.summary())
+
+
+def run_message(approved: bool, reasons, learning: str = "") -> str:
+    """The run's one-line verdict. "did not learn: <evidence>" (the answers carry no information
+    about the input) leads the message, ahead of the gate's verdict; a student that learned but
+    was rejected reads "rejected: <reasons> (learned: ...)"."""
+    msg = "approved" if approved else "rejected: " + "; ".join(reasons)
+    if learning.startswith("did not learn"):
+        return f"{learning} -- {msg}"
+    return f"{msg} ({learning})" if learning else msg
 
 
 def finish_run(store: Warehouse, req: dict, outcome: Outcome, attempt: int, opts: WorkerOptions) -> None:
     row = runs.get_run(store, req["task"], req["request_id"]) or {}
     msg = outcome.message
     if outcome.verdict is not None:
-        msg = "approved" if outcome.verdict.approved else "rejected: " + "; ".join(outcome.verdict.reasons)
+        msg = run_message(outcome.verdict.approved, outcome.verdict.reasons, outcome.learning)
     row.update({"task": req["task"], "request_id": req["request_id"], "status": outcome.status,
                 "attempt": attempt, "worker": opts.worker_id, "message": msg[:4000],
                 "model_version": outcome.model_version or row.get("model_version", ""),

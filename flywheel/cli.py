@@ -17,6 +17,7 @@ from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
 from streams.curate import commands as curate_commands
 from streams.drift import commands as drift_commands
+from streams.review import commands as review_commands
 from streams.trigger import commands as trigger_commands
 from streams.worker import commands as worker_commands
 from training.gate import commands as gate_commands
@@ -32,6 +33,7 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     train_commands,      # train-worker
     gate_commands,       # gate
     registry_commands,   # models
+    review_commands,     # review, gold grow
 )
 
 

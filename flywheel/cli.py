@@ -13,6 +13,7 @@ from types import ModuleType
 
 import click
 
+from console import commands as console_commands
 from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
 from streams.curate import commands as curate_commands
@@ -34,6 +35,7 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     gate_commands,       # gate
     registry_commands,   # models
     review_commands,     # review, gold grow
+    console_commands,    # console
 )
 
 

@@ -128,6 +128,7 @@ class Settings:
     fetch_max_wait_ms: int = 50       # Faust hard-codes 1500 ms, which stalls a busy topic behind its idle internal one
     dedupe_capacity: int = 1_000_000  # kept examples remembered per task for dedupe
     session_timeout_seconds: float = 10.0  # consumer group session; Tansu joins take half of it
+    console_token: Secret | None = None    # required by `flywheel console` on a non-loopback address
 
     @property
     def chdb_path(self) -> Path:
@@ -170,5 +171,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         fetch_max_wait_ms=_int(env, "FLYWHEEL_FETCH_MAX_WAIT_MS", 50),
         dedupe_capacity=_int(env, "FLYWHEEL_DEDUPE_CAPACITY", 1_000_000, minimum=1000),
         session_timeout_seconds=_float(env, "FLYWHEEL_SESSION_TIMEOUT_SECONDS", 10.0),
+        console_token=_secret(env, "FLYWHEEL_CONSOLE_TOKEN"),
     )
     return settings.with_overrides(**overrides)

@@ -317,7 +317,7 @@ def _overview_data(store: Warehouse, task: str) -> dict[str, Any]:
         out["gate_chart"] = charts.hbars(
             [("overall", v.get("overall", 0.0), v.get("baseline_overall"), "ok" if v.get("approved") else "rejected")]
             + [(s["slice"] or "(empty)", s["score"], s["baseline"], s["status"]) for s in v.get("slices", [])],
-            title=f"last gate: {gate['model_version']} on gold v{gate['gold_version']} vs {gate['baseline']}")
+            title=f"score by slice on gold v{gate['gold_version']} (tick: baseline {gate['baseline']})")
         out["gate_sources"] = v.get("sources", [])
     gold = queries.gold(store, task)
     out["gold"] = gold

@@ -13,6 +13,7 @@ from types import ModuleType
 
 import click
 
+from console import commands as console_commands
 from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
 from serving import commands as serving_commands
@@ -20,6 +21,7 @@ from streams.curate import commands as curate_commands
 from streams.drift.config import drift_config
 from streams.drift import commands as drift_commands
 from streams.promote import commands as promote_commands
+from streams.review import commands as review_commands
 from streams.trigger import commands as trigger_commands
 from streams.trigger.config import trigger_config
 from streams.worker import commands as worker_commands
@@ -40,6 +42,8 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     registry_commands,   # models
     serving_commands,    # serve, predict
     promote_commands,    # promote, rollback
+    review_commands,     # review, gold grow
+    console_commands,    # console
 )
 
 # Every section of a task file, validated when the tasks are loaded (before anything starts).

@@ -24,6 +24,12 @@ class GoldError(ValueError):
     pass
 
 
+# Where a gold example came from: imported by hand (seed), a reviewed canary disagreement, a
+# reviewed low-confidence teacher answer, a reviewed random sample of live traffic. The gate
+# scores per source so that a harder gold set is never mistaken for a worse model.
+GOLD_SOURCES = ("seed", "disagreement", "low_conf", "live_sample")
+
+
 @dataclass(frozen=True)
 class GoldExample:
     id: str
@@ -31,6 +37,7 @@ class GoldExample:
     output: str | dict
     slice: str
     teacher_output: str | None = None
+    source: str = "seed"
     redactions: dict | None = None  # PII matches replaced in the input, per rule ([privacy])
 
 
@@ -80,9 +87,13 @@ def parse_gold_lines(lines, task: TaskConfig, source: str = "<input>") -> list[G
         if slc is None:
             slc = task.slice_rule.slice_of(label, obj.get("meta") or {})
         teacher = obj.get("teacher_output")
+        src = obj.get("source", "seed")
+        if src not in GOLD_SOURCES:
+            raise GoldError(f"{where}: 'source' must be one of {list(GOLD_SOURCES)}, got {src!r}")
         text, counts = privacy.redact(obj["input"]) if privacy.enabled else (obj["input"], None)
         out.append(GoldExample(obj["id"], text, obj["output"], str(slc),
-                               None if teacher is None else label_of(teacher), counts or None))
+                               None if teacher is None else label_of(teacher), source=src,
+                               redactions=counts or None))
     if not out:
         raise GoldError(f"{source}: no examples")
     return out
@@ -99,7 +110,7 @@ def load_gold(store: Warehouse, task: str, version: int | None = None) -> tuple[
         version = current_version(store, task)
     if version == 0:
         return 0, []
-    rows = store.rows(f"SELECT id, input, output, slice, teacher_output FROM gold_examples FINAL "
+    rows = store.rows(f"SELECT id, input, output, slice, teacher_output, source FROM gold_examples FINAL "
                       f"WHERE task = {sql_str(task)} AND version = {int(version)} ORDER BY id")
     return version, rows
 
@@ -127,21 +138,46 @@ def import_gold(store: Warehouse, task: TaskConfig, path: Path) -> GoldImport:
     redactions: dict[str, int] = {}
     for ex in examples:
         merged[ex.id] = {"id": ex.id, "input": ex.input, "output": label_of(ex.output), "slice": ex.slice,
-                         "teacher_output": ex.teacher_output, "redactions": ex.redactions or {}}
+                         "teacher_output": ex.teacher_output, "source": ex.source,
+                         "redactions": ex.redactions or {}}
         for rule, n in (ex.redactions or {}).items():
             redactions[rule] = redactions.get(rule, 0) + n
     rows = list(merged.values())
+    version, created = write_version(store, task.name, prev_version, prev_rows, rows, path.name)
+    return GoldImport(task.name, version, created, len(examples), len(rows), redactions)
+
+
+def write_version(store: Warehouse, task: str, prev_version: int, prev_rows: list[dict], rows: list[dict],
+                  origin: str) -> tuple[int, bool]:
+    """Write ``rows`` (id, input, output, slice, teacher_output, source) as the version after
+    ``prev_version``, unless they equal ``prev_rows``. Returns (current version, created).
+    ``origin`` names where the version came from (a file name, or 'review')."""
     digest = _content_hash(rows)
     if prev_rows and digest == _content_hash(prev_rows):
-        return GoldImport(task.name, prev_version, False, len(examples), len(rows), redactions)
+        return prev_version, False
     version = prev_version + 1
     # Examples first, then the gold_sets row that makes the version visible: a crash in
     # between leaves an invisible partial version that the next import overwrites.
     store.insert("gold_examples", (
-        {**r, "task": task.name, "version": version, "input_hash": exact_hash(normalise(r["input"]))}
+        {**r, "source": r.get("source") or "seed", "task": task, "version": version,
+         "input_hash": exact_hash(normalise(r["input"]))}
         for r in rows))
     store.insert("gold_sets", [{
-        "task": task.name, "version": version, "parent_version": prev_version,
+        "task": task, "version": version, "parent_version": prev_version,
         "created_at": ch_time(),
-        "source": path.name, "n_examples": len(rows), "content_hash": digest}])
-    return GoldImport(task.name, version, True, len(examples), len(rows), redactions)
+        "source": origin, "n_examples": len(rows), "content_hash": digest}])
+    return version, True
+
+
+def version_sources(store: Warehouse, task: str) -> list[dict]:
+    """Every gold version of a task with its size per source: [{version, created_at, origin,
+    n_examples, sources: {source: n}}], oldest first."""
+    sets = store.rows(f"SELECT version, toString(created_at) AS created_at, source AS origin, n_examples "
+                      f"FROM gold_sets FINAL WHERE task = {sql_str(task)} ORDER BY version")
+    counts = store.rows(f"SELECT version, source, count() AS n FROM gold_examples FINAL "
+                        f"WHERE task = {sql_str(task)} GROUP BY version, source")
+    by_version: dict[int, dict[str, int]] = {}
+    for r in counts:
+        by_version.setdefault(int(r["version"]), {})[r["source"]] = int(r["n"])
+    return [{**s, "version": int(s["version"]), "n_examples": int(s["n_examples"]),
+             "sources": dict(sorted(by_version.get(int(s["version"]), {}).items()))} for s in sets]

@@ -143,6 +143,7 @@ class Settings:
     metrics_port: int = 0             # stream worker's /metrics and /health; 0: off
     train_metrics_port: int = 0       # training worker's; 0: off
     lag_sample_seconds: float = 5.0   # how often consumer lag is read from committed offsets
+    console_token: Secret | None = None    # required by `flywheel console` on a non-loopback address
 
     @property
     def chdb_path(self) -> Path:
@@ -201,5 +202,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         metrics_port=_port(env, "FLYWHEEL_METRICS_PORT"),
         train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),
         lag_sample_seconds=_float(env, "FLYWHEEL_LAG_SAMPLE_SECONDS", 5.0),
+        console_token=_secret(env, "FLYWHEEL_CONSOLE_TOKEN"),
     )
     return settings.with_overrides(**overrides)

@@ -23,7 +23,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-SECTIONS = ("drift", "trigger", "train", "gate", "canary", "promotion", "privacy")
+SECTIONS = ("drift", "trigger", "train", "gate", "canary", "promotion", "privacy", "review")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 

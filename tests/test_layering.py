@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("flywheel", "kernel", "schemas", "streams", "training", "serving")
+PACKAGES = ("flywheel", "kernel", "schemas", "streams", "training", "serving", "console")
 KERNEL = {"kernel", "schemas"}
 
 
@@ -17,7 +17,7 @@ def unit_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None
-    if parts[0] in ("flywheel", "kernel", "schemas"):
+    if parts[0] in ("flywheel", "kernel", "schemas", "console"):
         return parts[0]
     return ".".join(parts[:2]) if len(parts) > 1 else parts[0]
 

@@ -18,6 +18,7 @@ from kernel.warehouse import Warehouse
 from streams.curate import agent as curate_agent
 from streams.drift import stage as drift_stage
 from streams.worker.transport import App, broker_urls, check_faust_version
+from streams.review import agent as review_agent
 
 log = logging.getLogger("flywheel.worker")
 
@@ -25,6 +26,7 @@ log = logging.getLogger("flywheel.worker")
 WORKER_STAGES: tuple[WorkerStage, ...] = (
     WorkerStage("curate", curate_agent.install),
     WorkerStage("drift", drift_stage.install),
+    WorkerStage("review", review_agent.install),
 )
 
 

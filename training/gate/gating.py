@@ -168,7 +168,9 @@ def event_for(verdict: Verdict, request_id: str | None = None) -> dict[str, Any]
                     "baseline_overall": verdict.baseline_overall, "baseline": verdict.baseline,
                     "reasons": list(verdict.reasons), "warnings": list(verdict.warnings),
                     "slices": [{"slice": s.slice, "n": s.n, "score": s.score, "baseline": s.baseline,
-                                "status": s.status} for s in verdict.slices]},
+                                "status": s.status} for s in verdict.slices],
+                    "sources": [{"source": s.source, "n": s.n, "score": s.score, "baseline": s.baseline}
+                                for s in verdict.sources]},
         "schema_version": SCHEMA_VERSION,
     }
     validate("model.events.schema.json", ev)

@@ -61,31 +61,37 @@ class Scores:
     overall: float
     n: int
     slices: dict[str, tuple[float, int]]
+    # per gold source (seed, disagreement, low_conf, live_sample): reported, never gated on
+    sources: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"overall": self.overall, "n": self.n,
-                "slices": {k: [s, n] for k, (s, n) in sorted(self.slices.items())}}
+                "slices": {k: [s, n] for k, (s, n) in sorted(self.slices.items())},
+                "sources": {k: [s, n] for k, (s, n) in sorted(self.sources.items())}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Scores":
         return cls(float(d["overall"]), int(d["n"]),
-                   {k: (float(v[0]), int(v[1])) for k, v in d["slices"].items()})
+                   {k: (float(v[0]), int(v[1])) for k, v in d["slices"].items()},
+                   {k: (float(v[0]), int(v[1])) for k, v in (d.get("sources") or {}).items()})
 
 
 def score_answers(gold_rows: Iterable[Mapping[str, Any]], answers: Mapping[str, Any],
                   extraction: bool) -> Scores:
-    """Score answers (gold id -> output) on gold rows (id, output, slice). A gold id without an
-    answer counts as wrong."""
+    """Score answers (gold id -> output) on gold rows (id, output, slice, optional source). A
+    gold id without an answer counts as wrong. A row without a source counts as "seed"."""
     total, n = 0.0, 0
     per: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    per_source: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for row in gold_rows:
         s = score_one(row["output"], answers.get(row["id"]), extraction)
         total += s
         n += 1
-        acc = per[row["slice"]]
-        acc[0] += s
-        acc[1] += 1
-    return Scores(total / n if n else 0.0, n, {k: (v[0] / v[1], int(v[1])) for k, v in per.items()})
+        for acc in (per[row["slice"]], per_source[row.get("source") or "seed"]):
+            acc[0] += s
+            acc[1] += 1
+    return Scores(total / n if n else 0.0, n, {k: (v[0] / v[1], int(v[1])) for k, v in per.items()},
+                  {k: (v[0] / v[1], int(v[1])) for k, v in per_source.items()})
 
 
 # ---------------------------------------------------------------- decision
@@ -97,6 +103,18 @@ class SliceResult:
     score: float
     baseline: float
     status: str  # "ok", "regressed", "insufficient"
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """The score on the gold examples of one source, next to the baseline's (None when the
+    pinned baseline predates per-source scores). Reported so that a harder gold set (more
+    reviewed disagreements) is not mistaken for a worse model; never a reason to reject."""
+
+    source: str
+    n: int
+    score: float
+    baseline: float | None
 
 
 @dataclass(frozen=True)
@@ -113,10 +131,12 @@ class Verdict:
     reasons: tuple[str, ...]   # why rejected (empty when approved)
     warnings: tuple[str, ...] = field(default=())
     config: dict[str, Any] = field(default_factory=dict)
+    sources: tuple[SourceResult, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["slices"] = [asdict(s) for s in self.slices]
+        d["sources"] = [asdict(s) for s in self.sources]
         d["reasons"] = list(self.reasons)
         d["warnings"] = list(self.warnings)
         return d
@@ -150,10 +170,12 @@ def decide(task: str, model_version: str, gold_version: int, candidate: Scores, 
         else:
             status = "ok"
         results.append(SliceResult(name, n, score, base, status))
+    sources = tuple(SourceResult(name, n, score, baseline.sources[name][0] if name in baseline.sources else None)
+                    for name, (score, n) in sorted(candidate.sources.items()))
     return Verdict(task=task, model_version=model_version, gold_version=gold_version,
                    approved=not reasons, overall=candidate.overall, baseline_overall=baseline.overall,
                    baseline=baseline_name, n=candidate.n, slices=tuple(results), reasons=tuple(reasons),
-                   warnings=tuple(warnings), config=cfg.to_dict())
+                   warnings=tuple(warnings), config=cfg.to_dict(), sources=sources)
 
 
 def teacher_answers(gold_rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], int]:
@@ -194,6 +216,12 @@ def render_table(v: Verdict) -> str:
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if v.sources and (len(v.sources) > 1 or v.sources[0].source != "seed"):
+        lines += ["", "by gold source (reported, not gated):"]
+        for src in v.sources:
+            base = "n/a" if src.baseline is None else f"{src.baseline:.4f}"
+            delta = "" if src.baseline is None else f"  {src.score - src.baseline:+.4f}"
+            lines.append(f"  {src.source:<12} n={src.n:<5} score {src.score:.4f}  baseline {base}{delta}")
     if v.reasons:
         lines += ["", "reasons:"] + [f"  - {r}" for r in v.reasons]
     if v.warnings:

@@ -1,4 +1,4 @@
-"""The model_config history table (schemas/ddl/0005_serving.sql): every promotion decision.
+"""The model_config history table (schemas/ddl/0010_serving.sql): every promotion decision.
 
 Only kernel imports here, so the registry's `flywheel models` can show the history too."""
 

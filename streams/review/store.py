@@ -1,4 +1,4 @@
-"""The review tables (schemas/ddl/0005_review.sql) through the Warehouse interface."""
+"""The review tables (schemas/ddl/0009_review.sql) through the Warehouse interface."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.test_curate_integration import tl
+from tests.helpers.kafka import tl
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from console.app import Console, build_app
 from console.security import is_loopback
 from kernel.tasks import parse_task
 from streams.review.service import Record, ReviewService
-from tests.test_review_store import item, run
+from tests.helpers.review import item, run
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel", "rent"], "slice": "meta.country"})
 

@@ -20,8 +20,8 @@ import pytest
 
 from schemas.events import teacher_log_message
 from tests.conftest import free_port
+from tests.helpers.kafka import publish
 from tests.helpers.testing import add_sections
-from tests.test_curate_integration import publish
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.integration,

@@ -6,18 +6,16 @@ import asyncio
 import shutil
 import subprocess
 import threading
-import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kernel.gold import import_gold
 from kernel.tasks import load_tasks
 from kernel.warehouse import open_warehouse
 from kernel.warehouse.migrate import apply_ddl
-from schemas.events import teacher_log_message
 from streams.curate.policy import Curator, Message
+from tests.helpers.kafka import publish, read_topic, tl
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,41 +23,10 @@ pytestmark = pytest.mark.integration
 TASK = "transactions"
 
 
-def tl(id, input, output="groceries", confidence=0.95, task=TASK, country="GB"):
-    return teacher_log_message(id=id, task=task, input=input, output=output, confidence=confidence,
-                               teacher="teacher-x", meta={"country": country},
-                               ts="2026-11-21T10:00:00Z")
 
 
-async def publish(servers, values, topic="teacher.logs"):
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futs = [await producer.send(topic, v, key=TASK.encode()) for v in values]
-        for f in futs:
-            await f
-    finally:
-        await producer.stop()
 
 
-async def read_topic(servers, topic, expect, timeout=30.0):
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    out = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                out.extend(orjson.loads(r.value) for r in records)
-        # a little longer, to see that nothing more arrives
-        batch = await consumer.getmany(timeout_ms=1000)
-        for records in batch.values():
-            out.extend(orjson.loads(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 def seed_gold(settings, rows):

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from flywheel.cli import main
 from kernel.warehouse import open_warehouse
 from kernel.warehouse.migrate import apply_ddl
-from tests.test_curate_integration import read_topic
-from tests.test_trigger import add_examples
+from tests.helpers.kafka import read_topic
+from tests.helpers.testing import add_examples
 
 
 def test_retrain_is_idempotent_and_drift_shows_and_charts(settings, tmp_path):

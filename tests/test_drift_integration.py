@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas.events import teacher_log_message, validate
-from tests.test_curate_integration import publish, read_topic
+from tests.helpers.kafka import publish, read_topic
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

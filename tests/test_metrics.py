@@ -152,7 +152,7 @@ def test_lag_sampler_reads_committed_offsets_on_the_real_broker(settings):
 @pytest.mark.integration
 def test_a_running_worker_reports_real_values(settings, tmp_path):
     from tests.conftest import free_port
-    from tests.test_curate_integration import publish, tl
+    from tests.helpers.kafka import publish, tl
     from tests.worker import WorkerProcess, wait_for
 
     port = free_port()

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from kernel.warehouse import open_warehouse
 from kernel.warehouse.migrate import apply_ddl
 from kernel.warehouse.owner import OwnerServer
-from tests.test_curate_integration import tl
+from tests.helpers.kafka import tl
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from schemas.events import teacher_log_message
+from tests.helpers.kafka import publish
 from tests.helpers.testing import add_sections, read_topic
-from tests.test_curate_integration import publish
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,19 @@ import pytest
 
 from kernel.tasks import parse_task
 from streams.review.config import review_config
-from streams.review.policy import (DISCARDED, PENDING, SUBMITTED, BadVerdict, Verdict, decide, effective,
-                                   parse_verdict, pool_message, route, shown_answers)
+from streams.review.policy import (
+    DISCARDED,
+    PENDING,
+    SUBMITTED,
+    BadVerdict,
+    Verdict,
+    decide,
+    effective,
+    parse_verdict,
+    pool_message,
+    route,
+    shown_answers,
+)
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel", "rent"], "slice": "meta.country"})
 

@@ -3,28 +3,22 @@ replays, contamination."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import orjson
 
 from kernel.gold import import_gold, load_gold, version_sources
+from kernel.similarity import normalise, signatures
 from kernel.tasks import parse_task
 from streams.review.grow import grow, near_matches
 from streams.review.service import Record, ReviewService
-from kernel.similarity import normalise, signatures
+from tests.helpers.review import item, run
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel", "rent"], "slice": "meta.country",
                    "review": {"min_submissions": 1, "low_conf_gold_share": 1.0}})
 TASKS = {"tx": TASK}
 
 
-def item(i, input, kind="low_conf", output="food", answers=None):
-    obj = {"id": i, "task": "tx", "kind": kind, "input": input, "output": output, "confidence": 0.4,
-           "slice": "GB", "reason": "confidence 0.40 below 0.6", "schema_version": 1}
-    if answers:
-        obj["answers"] = answers
-    return Record(orjson.dumps(obj), "review.queue", 0, 0, 1_700_000_000.0)
 
 
 def verdict(vid, item_id, answer="food", reviewer="ann", action="submit", task="tx"):
@@ -35,17 +29,6 @@ def verdict(vid, item_id, answer="food", reviewer="ann", action="submit", task="
     return Record(orjson.dumps(obj), "review.verdicts", 0, 0)
 
 
-def run(service, records):
-    dead, pool = [], []
-
-    async def sd(k, v):
-        dead.append(orjson.loads(v))
-
-    async def sp(k, v):
-        pool.append(orjson.loads(v))
-
-    plan = asyncio.run(service.handle(records, sd, sp))
-    return plan, dead, pool
 
 
 def count(store, sql):

@@ -15,6 +15,7 @@ from streams.drift.stage import DriftStage
 from streams.trigger import store as tstore
 from streams.trigger.config import TriggerConfig
 from streams.trigger.policy import LastRequest, PendingAlert, Reason, build_request, decide, request_id
+from tests.helpers.testing import add_examples
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 CFG = TriggerConfig("tx", min_new_examples=200, refresh_every=5000, cooldown_s=3600)
@@ -55,11 +56,6 @@ def test_same_alert_twice_same_request_id():
     assert request_id("tx", Reason("refresh"), wm) != m1["request_id"]
 
 
-def add_examples(store, n, at, start=0, task="tx"):
-    store.insert("examples", [{"id": f"x{start + i}", "ts": at, "task": task, "input": f"shop {start + i}",
-                               "output": "a", "slice": "", "confidence": 0.9, "teacher": "t", "meta": "{}",
-                               "input_hash": i, "source_partition": 0, "source_offset": i, "curated_at": at}
-                              for i in range(n)])
 
 
 def add_alert(store, alert_id, at, metric="off_schema_rate"):

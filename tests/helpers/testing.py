@@ -168,3 +168,10 @@ def make_store(data_dir):
 
     with open_warehouse(load_settings({}, data_dir=data_dir)) as w:
         apply_ddl(w)
+
+
+def add_examples(store, n, at, start=0, task="tx"):
+    store.insert("examples", [{"id": f"x{start + i}", "ts": at, "task": task, "input": f"shop {start + i}",
+                               "output": "a", "slice": "", "confidence": 0.9, "teacher": "t", "meta": "{}",
+                               "input_hash": i, "source_partition": 0, "source_offset": i, "curated_at": at}
+                              for i in range(n)])

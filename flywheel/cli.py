@@ -17,6 +17,8 @@ from console import commands as console_commands
 from kernel import commands as kernel_commands
 from kernel.cli import Ctx, FlywheelGroup
 from serving import commands as serving_commands
+from streams.canary import commands as canary_commands
+from streams.canary.config import canary_config
 from streams.curate import commands as curate_commands
 from streams.drift.config import drift_config
 from streams.drift import commands as drift_commands
@@ -44,6 +46,7 @@ STAGE_COMMANDS: tuple[ModuleType, ...] = (
     promote_commands,    # promote, rollback
     review_commands,     # review, gold grow
     console_commands,    # console
+    canary_commands,     # canary start|stop|status
 )
 
 # Every section of a task file, validated when the tasks are loaded (before anything starts).
@@ -52,6 +55,7 @@ SECTION_PARSERS = {
     "drift": drift_config,
     "train": train_config,
     "gate": gate_config,
+    "canary": canary_config,
 }
 
 

@@ -144,6 +144,9 @@ class Settings:
     train_metrics_port: int = 0       # training worker's; 0: off
     lag_sample_seconds: float = 5.0   # how often consumer lag is read from committed offsets
     console_token: Secret | None = None    # required by `flywheel console` on a non-loopback address
+    canary_model_url: str = "http://127.0.0.1:8001"  # the model server the canary asks the candidate on
+    canary_timeout_seconds: float = 5.0              # a candidate answer later than this is an error
+    canary_concurrency: int = 8                      # candidate requests in flight at most (more are shed)
 
     @property
     def chdb_path(self) -> Path:
@@ -203,5 +206,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),
         lag_sample_seconds=_float(env, "FLYWHEEL_LAG_SAMPLE_SECONDS", 5.0),
         console_token=_secret(env, "FLYWHEEL_CONSOLE_TOKEN"),
+        canary_model_url=env.get("FLYWHEEL_CANARY_MODEL_URL", "http://127.0.0.1:8001"),
+        canary_timeout_seconds=_float(env, "FLYWHEEL_CANARY_TIMEOUT_SECONDS", 5.0),
+        canary_concurrency=_int(env, "FLYWHEEL_CANARY_CONCURRENCY", 8, minimum=1),
     )
     return settings.with_overrides(**overrides)

@@ -20,7 +20,7 @@ from schemas.timefmt import rfc3339
 from serving import history
 from serving.config import encode
 
-from .policy import Decision, decide_promote, decide_rollback, version_ref
+from .policy import Decision, decide_canary_start, decide_canary_stop, decide_promote, decide_rollback, version_ref
 
 
 def who() -> str:
@@ -44,7 +44,9 @@ def _chat(row: dict) -> dict | None:
 
 
 def decide(store: Warehouse, action: str, task: str, version: str | None = None, *, decided_by: str | None = None,
-           reason: str = "") -> Decision:
+           reason: str = "", share: float | None = None) -> Decision:
+    """``action``: promote | rollback | canary_start (``share`` of live requests, 0-1] |
+    canary_stop | canary_abort."""
     from training.registry import store as reg
 
     history.ensure_table(store)
@@ -56,6 +58,17 @@ def decide(store: Warehouse, action: str, task: str, version: str | None = None,
         ref = version_ref(row, _chat(row)) if row else None
         return decide_promote(task, row, gate_approved(store, task, version) if row else None, cur, ref,
                               version=version, decided_by=by, reason=reason, decided_at=at, current_rows=rows)
+    if action == "canary_start":
+        row = reg.get_model(store, task, version)
+        ref = version_ref(row, _chat(row)) if row else None
+        return decide_canary_start(task, row, gate_approved(store, task, version) if row else None, cur, ref,
+                                   share if share is not None else 0.1, version=version, decided_by=by,
+                                   reason=reason, decided_at=at)
+    if action in ("canary_stop", "canary_abort"):
+        cand = cur.canary if cur else None
+        row = reg.get_model(store, task, cand) if cand else None
+        return decide_canary_stop(task, cur, row, version=version, abort=action == "canary_abort", decided_by=by,
+                                  reason=reason, decided_at=at)
     return decide_rollback(task, cur, rows, decided_by=by, reason=reason, decided_at=at)
 
 
@@ -77,7 +90,8 @@ def record(store: Warehouse, d: Decision) -> None:
 
 
 async def apply(store: Warehouse, kafka, action: str, task: str, version: str | None = None, *,
-                decided_by: str | None = None, reason: str = "", producer=None) -> Decision:
+                decided_by: str | None = None, reason: str = "", producer=None, share: float | None = None
+                ) -> Decision:
     """Decide, publish the record, record history and lifecycle, publish the model event.
     ``producer``: a started AIOKafkaProducer to reuse (else one is opened for this call)."""
     import asyncio
@@ -87,7 +101,8 @@ async def apply(store: Warehouse, kafka, action: str, task: str, version: str | 
     from schemas.messages import encode as encode_message
     from schemas.topics import MODEL_CONFIG, MODEL_EVENTS
 
-    d = await asyncio.to_thread(decide, store, action, task, version, decided_by=decided_by, reason=reason)
+    d = await asyncio.to_thread(decide, store, action, task, version, decided_by=decided_by, reason=reason,
+                                share=share)
     own = producer is None
     if own:
         producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), acks="all", request_timeout_ms=10000)

@@ -110,3 +110,50 @@ def decide_rollback(task: str, current: Route | None, rows: Mapping[str, Mapping
                     canary_share=current.canary_share if canary else 0.0, versions=versions,
                     action="rollback", decided_by=decided_by, reason=reason, decided_at=decided_at)
     return Decision("rollback", prev, route, tuple(steps), "rolled_back")
+
+
+def decide_canary_start(task: str, row: Mapping[str, Any] | None, gate_approved: bool | None,
+                        current: Route | None, ref: VersionRef, share: float, *, version: str, decided_by: str,
+                        reason: str, decided_at: str) -> Decision:
+    """Put a gate-approved ``version`` in canary beside the serving version: routers load it, the
+    canary stage shadows ``share`` (0-1] of the live requests with it."""
+    if row is None:
+        raise PromotionError(f"no model version {version!r} for task {task!r}; see `flywheel models --task {task}`")
+    if current is None or not current.serving:
+        raise PromotionError(f"task {task!r} has no serving version to compare a canary with; promote one first "
+                             f"(`flywheel promote --task {task} --model VERSION`)")
+    if current.serving == version:
+        raise PromotionError(f"{version} already serves {task!r}; a canary is a version that does not serve yet")
+    if current.canary and current.canary != version:
+        raise PromotionError(f"{current.canary} is already in canary for {task!r}; stop it first "
+                             f"(`flywheel canary stop --task {task} --model {current.canary}`)")
+    if not gate_approved:
+        what = "has no gate verdict" if gate_approved is None else "was rejected by the gate"
+        raise PromotionError(f"{version} {what}: only a gate-approved version can enter canary "
+                             f"(`flywheel gate --task {task} --model {version}`)")
+    if not 0 < share <= 1:
+        raise PromotionError(f"canary share must be in (0, 1], got {share}")
+    steps = [(version, _step(row, ModelState.CANARY))]
+    route = replace(current, revision=current.revision + 1, canary=version, canary_share=share,
+                    versions={**{v: current.versions[v] for v in current.named() if v != current.canary},
+                              version: ref},
+                    action="canary_start", decided_by=decided_by, reason=reason, decided_at=decided_at)
+    return Decision("canary_start", version, route, tuple(steps), "canary_started")
+
+
+def decide_canary_stop(task: str, current: Route | None, row: Mapping[str, Any] | None, *, version: str | None,
+                       abort: bool, decided_by: str, reason: str, decided_at: str) -> Decision:
+    """Take the canary off: back to approved (stop), or rejected (abort: the judge or a person
+    found it worse). The serving version is untouched."""
+    if current is None or not current.canary:
+        raise PromotionError(f"task {task!r} has no version in canary")
+    if version and version != current.canary:
+        raise PromotionError(f"{version} is not in canary for {task!r}; {current.canary} is")
+    cand = current.canary
+    steps = []
+    if row is not None:
+        steps.append((cand, _step(row, ModelState.REJECTED if abort else ModelState.APPROVED)))
+    route = replace(current, revision=current.revision + 1, canary=None, canary_share=0.0,
+                    versions={v: current.versions[v] for v in current.named() if v != cand},
+                    action="canary_stop", decided_by=decided_by, reason=reason, decided_at=decided_at)
+    return Decision("canary_abort" if abort else "canary_stop", cand, route, tuple(steps), "canary_stopped")

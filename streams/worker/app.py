@@ -15,6 +15,7 @@ from kernel.settings import Settings
 from kernel.stage import WorkerContext, WorkerStage
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
+from streams.canary import stage as canary_stage
 from streams.curate import agent as curate_agent
 from streams.drift import stage as drift_stage
 from streams.worker.transport import App, broker_urls, check_faust_version
@@ -27,6 +28,7 @@ WORKER_STAGES: tuple[WorkerStage, ...] = (
     WorkerStage("curate", curate_agent.install),
     WorkerStage("drift", drift_stage.install),
     WorkerStage("review", review_agent.install),
+    WorkerStage("canary", canary_stage.install),
 )
 
 

@@ -134,12 +134,14 @@ def test_canary_promotes_a_good_candidate_and_aborts_a_bad_one(settings, tasks_d
             assert st["decisions"] and all(d["outcome"] == "inconclusive" for d in st["decisions"])
 
             # enough traffic: identical answers → promote, carried out through the promotion path
-            served, _ = traffic(serve, 400, seed=2)
-            try:
-                wait_for(lambda: status(settings)["serving"] == v2, 60, what="judge promotes v2")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{json.dumps(status(settings), default=str)[:3000]}\n"
-                                     f"{worker.log()[-3000:]}") from None
+            served, _ = traffic(serve, 320, seed=2)
+            deadline, seed = time.monotonic() + 60, 100
+            while time.monotonic() < deadline and status(settings)["serving"] != v2:
+                served += traffic(serve, 48, seed=seed)[0]
+                seed += 1
+                time.sleep(1.0)
+            st = status(settings)
+            assert st["serving"] == v2, f"{json.dumps(st, default=str)[:3000]}\n{worker.log()[-3000:]}"
             st = status(settings)
             promoted = [d for d in st["decisions"] if d["action"] == "promote"]
             assert promoted and promoted[0]["outcome"] == "promote" and promoted[0]["candidate_version"] == v2

@@ -33,9 +33,13 @@ def test_identical_answers_promote_only_after_min_pairs_and_min_duration():
     assert judge({}, 3600, **CFG).outcome == INCONCLUSIVE          # no data is never a pass
 
 
-def test_a_small_slice_blocks_promotion_until_it_has_evidence():
-    v = judge({"DE": SliceCounts(pairs=1000), "FR": SliceCounts(pairs=3)}, 3600, **CFG)
+def test_a_slice_blocks_promotion_until_it_has_evidence_unless_it_is_tiny():
+    v = judge({"DE": SliceCounts(pairs=1000), "FR": SliceCounts(pairs=20)}, 3600, **CFG)
     assert v.outcome == INCONCLUSIVE and "'FR'" in v.reason
+    v = judge({"DE": SliceCounts(pairs=1000), "FR": SliceCounts(pairs=9)}, 3600, **CFG)   # < min_pairs / 10
+    assert v.outcome == PROMOTE and v.evidence["slices"]["FR"]["small"]
+    v = judge({"DE": SliceCounts(pairs=1000), "FR": SliceCounts(pairs=9, disagree=9)}, 3600, **CFG)
+    assert v.outcome == ABORT and "'FR'" in v.reason                        # a tiny slice can still abort
 
 
 def test_one_bad_slice_aborts_even_when_the_task_wide_rate_is_fine():

@@ -22,7 +22,9 @@ measures both). With outcomes taking a few values, a bet's wealth depends only o
   between its two ways to pass): the task-wide disagreement rate is confidently below
   max_disagreement and every slice's is confidently below max_disagreement + slice_tolerance
   (or the teacher says the candidate is confidently better there), with at least min_pairs
-  pairs and min_duration seconds in canary.
+  pairs and min_duration seconds in canary. A slice with fewer than min_pairs / 10 pairs is too
+  small to prove anything about soon; it does not block a promote (the task-wide claim covers
+  it, and it can still cause an abort) and the evidence marks it ``"small": true``.
 * inconclusive otherwise -- in particular with too few pairs or too little time, never a pass.
   An abort needs min_pairs but not min_duration (a shadowed candidate that is clearly worse need
   not soak).
@@ -124,8 +126,9 @@ def judge(counts: Mapping[str, SliceCounts], elapsed_s: float, *, min_pairs: int
                        f"{c.cand_worse} of {c.teacher} teacher-answered pairs: confidently worse by more than "
                        f"{slice_tolerance:.3f}")
         fine = rejects(w_lo, alpha / 2) or rejects(w_better, alpha / 2)
-        e["fine"] = fine
-        if not fine:
+        small = name != ALL and c.pairs < min_pairs / 10
+        e["fine"], e["small"] = fine, small
+        if not fine and not small:
             unproven.append("task-wide" if name == ALL else repr(name))
         ev[name] = e
     evidence = {"slices": ev, "alpha": alpha, "alpha_abort_per_test": a_abort, "tests": k,

@@ -6,7 +6,8 @@
   bounded background pool that asks the candidate through the model server's API (httpx,
   ``FLYWHEEL_CANARY_MODEL_URL``, at most ``FLYWHEEL_CANARY_CONCURRENCY`` in flight, each
   bounded by ``FLYWHEEL_CANARY_TIMEOUT_SECONDS``). The agent never waits for the candidate: when
-  the pool is full a request is shed (counted), a timeout or failure is a pair with an error.
+  the pool is full a request is shed (counted), a timeout or failure is a pair with an error;
+  after BREAKER_FAILURES failures in a row shadowing pauses for BREAKER_PAUSE_S.
   Invalid messages become dead letters (reason prefixed "canary:"). Nothing escapes the agent.
 * every second: the finished pairs go to ``canary_pairs`` (idempotent: keyed by task, candidate,
   request), then to ``canary.pairs``, and the disagreements to ``review.queue`` (kind
@@ -47,6 +48,8 @@ log = logging.getLogger("flywheel.canary")
 FLUSH_EVERY_S = 1.0
 JUDGE_EVERY_S = 2.0
 POOL_FACTOR = 4          # requests waiting for a slot, per slot; beyond that they are shed
+BREAKER_FAILURES = 20    # consecutive candidate failures that pause shadowing...
+BREAKER_PAUSE_S = 5.0    # ...for this long (requests meanwhile are shed): a dead candidate costs no CPU
 
 
 class CanaryStage:
@@ -70,7 +73,9 @@ class CanaryStage:
         self.done: list[dict] = []
         self.last: dict[tuple[str, str], tuple[str, int]] = {}
         self.acted: set[tuple[str, str]] = set()
-        self.counters = {"seen": 0, "shadowed": 0, "shed": 0, "answered": 0, "errors": 0, "timeouts": 0,
+        self.fail_streak = 0
+        self.paused_until = 0.0
+        self.counters = {"seen": 0, "shadowed": 0, "shed": 0, "paused": 0, "answered": 0, "errors": 0, "timeouts": 0,
                          "invalid": 0, "pairs_written": 0, "disagreements": 0}
         self.publish_pairs = None    # async (list of (key, value)) -> None
         self.publish_review = None   # async (list of (key, value)) -> None
@@ -111,6 +116,8 @@ class CanaryStage:
 
     async def offer(self, raw: bytes | None, partition: int = 0, offset: int = 0) -> None:
         self.counters["seen"] += 1
+        if not any(r.canary for r in self.routes.values()):
+            return      # no canary anywhere: nothing to do (the drift stage dead-letters invalid messages)
         try:
             req = self.decode(raw)
         except InvalidMessage as exc:
@@ -128,6 +135,9 @@ class CanaryStage:
         if len(self.inflight) >= self.capacity:
             self.counters["shed"] += 1
             return
+        if self.paused_until and time.monotonic() < self.paused_until:
+            self.counters["paused"] += 1
+            return
         self.counters["shadowed"] += 1
         t = asyncio.create_task(self._shadow(req, route.canary, route.versions[route.canary]))
         self.inflight.add(t)
@@ -141,17 +151,28 @@ class CanaryStage:
                 try:
                     answer = await asyncio.wait_for(self.ask(ref, req["input"]), self.timeout_s)
                     self.counters["answered"] += 1
+                    self.fail_streak = 0
                 except asyncio.TimeoutError:
                     err = f"timeout after {self.timeout_s:.1f}s"
                     self.counters["timeouts"] += 1
+                    self._failed()
                 except Exception as exc:
                     err = f"{type(exc).__name__}: {exc}"
                     self.counters["errors"] += 1
+                    self._failed()
                 ms = (time.perf_counter() - t0) * 1000
             slice_ = slice_of(self.tasks[req["task"]], req)
             self.done.append(pair(req, slice_, candidate, answer, ms, err, rfc3339()))
         except Exception:  # never escape a background task
             log.exception("canary: shadowing request %s failed", req.get("id"))
+
+    def _failed(self) -> None:
+        self.fail_streak += 1
+        if self.fail_streak >= BREAKER_FAILURES:
+            self.fail_streak = 0
+            self.paused_until = time.monotonic() + BREAKER_PAUSE_S
+            log.warning("canary: %d candidate failures in a row; shadowing paused for %.0fs", BREAKER_FAILURES,
+                        BREAKER_PAUSE_S)
 
     async def ask(self, ref: VersionRef, text: str) -> Any:
         """The candidate's answer from the model server (vLLM's API subset, adapters by version)."""
@@ -272,7 +293,7 @@ class CanaryStage:
 
     def status_line(self) -> str:
         c = self.counters
-        return (f"canary: {c['shadowed']} shadowed of {c['seen']} seen, {c['shed']} shed, {c['answered']} answered, "
+        return (f"canary: {c['shadowed']} shadowed of {c['seen']} seen, {c['shed']} shed, {c['paused']} paused, {c['answered']} answered, "
                 f"{c['timeouts']} timeouts, {c['errors']} errors, {c['disagreements']} disagreements, "
                 f"{len(self.inflight)} in flight; canaries: "
                 + (", ".join(f"{t}={r.canary}" for t, r in self.routes.items() if r.canary) or "none"))

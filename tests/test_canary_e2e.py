@@ -176,6 +176,10 @@ def test_canary_promotes_a_good_candidate_and_aborts_a_bad_one(settings, tasks_d
             assert all(e["disagree"] == 0 for s, e in ev.items() if s not in (top, "*")), ev
             assert st["serving"] == v2 and st["canary"] is None
             answered_by(serve, "still the incumbent", v2, timeout=5)
+            res = cli(settings, "canary", "status", "--task", TASK)
+            assert res.exit_code == 0 and f"serving {v2}; canary none" in res.output, res.output
+            assert f"{v3} vs {v2}: abort -> canary_abort" in res.output and f"{v2} vs {v1}: promote -> promote" \
+                in res.output, res.output
         finally:
             if worker is not None:
                 worker.stop()

@@ -284,6 +284,11 @@ class CanaryStage:
         if not cands:
             return
         v = max(cands, key=lambda x: x["seq"])["version"]
+        # a version that was in canary before (stopped by a person) is not restarted behind their back
+        before = await asyncio.to_thread(self.store.scalar, f"SELECT count() FROM model_config WHERE task = {q(task)} "
+                                         f"AND action = 'canary_start' AND canary_version = {q(v)}")
+        if before:
+            return
         from streams.promote.apply import apply
 
         await apply(self.store, self.kafka, "canary_start", task, v, decided_by="canary-auto",

@@ -124,6 +124,9 @@ def decide_canary_start(task: str, row: Mapping[str, Any] | None, gate_approved:
                              f"(`flywheel promote --task {task} --model VERSION`)")
     if current.serving == version:
         raise PromotionError(f"{version} already serves {task!r}; a canary is a version that does not serve yet")
+    if row.get("student") and row["student"] not in SERVABLE:
+        raise PromotionError(f"{version} is a {row['student']} student, which `flywheel serve` cannot load yet "
+                             f"(it serves {', '.join(SERVABLE)}): it cannot be shadowed in canary")
     if current.canary and current.canary != version:
         raise PromotionError(f"{current.canary} is already in canary for {task!r}; stop it first "
                              f"(`flywheel canary stop --task {task} --model {current.canary}`)")

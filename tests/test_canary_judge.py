@@ -49,6 +49,7 @@ def test_one_bad_slice_aborts_even_when_the_task_wide_rate_is_fine():
     assert v.outcome == ABORT and "slice 'C'" in v.reason
     assert v.evidence["slices"]["C"]["disagreement_rate"] == 0.5
     assert v.evidence["tests"] == 2 * 8 + 1
+    assert judge(counts, 3600, n_slices=20, **CFG).evidence["tests"] == 2 * 20 + 1   # known slices fix k
 
 
 def test_abort_does_not_wait_for_min_duration_but_needs_min_pairs():

@@ -79,6 +79,7 @@ def status_cmd(task_name, limit, as_json):
 
     from . import judge as J
     from .config import canary_config
+    from .stage import known_slices
     from .store import counts, decisions, ensure_tables
 
     c = ctx()
@@ -97,7 +98,8 @@ def status_cmd(task_name, limit, as_json):
 
             t0 = (rows[0]["t"] or 0) / 1000 if rows else 0
             now = J.judge(per, time.time() - t0 if t0 else 0.0, min_pairs=cfg.min_pairs, min_duration=cfg.min_duration,
-                          max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha)
+                          max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha,
+                          n_slices=known_slices(c.task(task_name)))
     if as_json:
         click.echo(json.dumps({"task": task_name, "serving": cur.serving if cur else None,
                                "canary": cur.canary if cur else None,

@@ -95,14 +95,17 @@ def _paired(c: SliceCounts, m: float, above: bool) -> float:
 
 
 def judge(counts: Mapping[str, SliceCounts], elapsed_s: float, *, min_pairs: int, min_duration: float,
-          max_disagreement: float, slice_tolerance: float, alpha: float) -> Verdict:
-    """The decision after the pairs so far (``counts`` per slice) and ``elapsed_s`` in canary."""
+          max_disagreement: float, slice_tolerance: float, alpha: float, n_slices: int | None = None) -> Verdict:
+    """The decision after the pairs so far (``counts`` per slice) and ``elapsed_s`` in canary.
+    ``n_slices``: how many slices there can be, when known (a task sliced by label: its labels);
+    the Bonferroni count is then fixed from the first look, as the guarantee over all looks
+    needs. Otherwise the slices seen so far are counted."""
     slices = {s: c for s, c in counts.items() if c.pairs > 0}
     total = SliceCounts()
     for c in slices.values():
         total = total + c
     n = total.pairs
-    k = 2 * len(slices) + 1
+    k = 2 * max(len(slices), n_slices or 0) + 1
     a_abort = alpha / k
     slice_bound = min(1.0, max_disagreement + slice_tolerance)
     ev: dict[str, dict] = {}

@@ -52,6 +52,11 @@ BREAKER_FAILURES = 20    # consecutive candidate failures that pause shadowing..
 BREAKER_PAUSE_S = 5.0    # ...for this long (requests meanwhile are shed): a dead candidate costs no CPU
 
 
+def known_slices(task: TaskConfig) -> int | None:
+    """How many slices a task can have, when its slice rule says (sliced by label: its labels)."""
+    return len(task.labels) if task.slice_rule.source == "label" and task.labels else None
+
+
 class CanaryStage:
     """The canary's state and operations; the Faust glue is in ``install``."""
 
@@ -224,7 +229,8 @@ class CanaryStage:
         counts = cstore.counts(self.store, task, r.canary, r.serving)
         elapsed = (now or time.time()) - self.started_at.get((task, r.canary), time.time())
         v = J.judge(counts, elapsed, min_pairs=cfg.min_pairs, min_duration=cfg.min_duration,
-                    max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha)
+                    max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha,
+                    n_slices=known_slices(self.tasks[task]))
         return v, r.canary, r.serving
 
     async def judge_all(self) -> list[tuple[str, J.Verdict, str]]:

@@ -14,14 +14,13 @@ import shutil
 import time
 
 import httpx
-import orjson
 import pytest
 
 from schemas.events import validate
 from tests.helpers.adapters import make_adapter, minilm
 from tests.helpers.synthetic import LABELS, text_for
 from tests.helpers.testing import owned_store, read_topic
-from tests.test_serving_e2e import Serve, answered_by, cli
+from tests.helpers.serving import Serve, answered_by, cli
 from tests.worker import WorkerProcess, wait_for
 from training.registry import store as reg
 

@@ -6,22 +6,17 @@ second gold version with a perfect teacher rejects a one-step candidate."""
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from flywheel.cli import main
 from kernel.gold import import_gold
 from kernel.tasks import load_tasks
 from schemas.events import validate
 from streams.drift.stage import decode_live
+from tests.helpers.serving import Serve, answered_by, cli
 from tests.helpers.synthetic import examples, gold_lines
 from tests.helpers.testing import add_sections, insert_examples, owned_store, publish_requests, read_topic, request
 from training.registry import store as reg
@@ -67,71 +62,10 @@ insufficient_slice = "warn"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(settings, *args, input=None):
-    return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), "--tasks", str(settings.tasks_dir),
-                                     *args], env={"FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka.servers}, input=input)
-
-
 def write_gold(path, n, teacher_wrong_every):
     path.write_bytes(b"\n".join(orjson.dumps(g) for g in gold_lines(n, countries=["DE", "FR"],
                                                                        teacher_wrong_every=teacher_wrong_every)))
     return path
-
-
-class Serve:
-    def __init__(self, settings, log_path):
-        self.port, self.model_port = free_port(), free_port()
-        self.log_path = log_path
-        env = {**os.environ, "FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka.servers,
-               "FLYWHEEL_DATA_DIR": str(settings.data_dir), "FLYWHEEL_TASKS_DIR": str(settings.tasks_dir)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from flywheel.cli import main; main()", "serve", "--port", str(self.port),
-             "--model-port", str(self.model_port)], env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            if b"flywheel serve:" in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"serve not ready:\n{self.log()}")
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def answered_by(serve, text, version, timeout=60.0):
-    """Poll the router until the task is answered by ``version``; return the seconds it took.
-    Every answer on the way must be a success (no request fails during a switch)."""
-    t0 = time.monotonic()
-    with httpx.Client(base_url=serve.url, timeout=60) as c:
-        while time.monotonic() - t0 < timeout:
-            r = c.post("/v1/predict", json={"model": TASK, "input": text})
-            if r.status_code == 503 or (r.status_code == 404 and "no task" in r.text):
-                time.sleep(0.1)        # nothing serves the task yet
-                continue
-            assert r.status_code == 200, r.text
-            assert r.headers["x-flywheel-version"] == r.json()["model_version"]
-            if r.json()["model_version"] == version:
-                return time.monotonic() - t0
-            time.sleep(0.05)
-    raise AssertionError(f"{version} never answered:\n{serve.log()}")
 
 
 @pytest.mark.parametrize("student", ["encoder", "causal"])

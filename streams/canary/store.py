@@ -1,4 +1,4 @@
-"""The canary tables (schemas/ddl/0009_canary.sql) through the Warehouse interface."""
+"""The canary tables (schemas/ddl/0011_canary.sql) through the Warehouse interface."""
 
 from __future__ import annotations
 

@@ -81,10 +81,13 @@ def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
 
 
 def _child_setup() -> None:  # between fork and exec: die with `up`, own process group
+    # SIGKILL, not SIGTERM: when `up` dies the broker and the store endpoint die with it, and a
+    # Faust worker told to stop then waits forever to commit to a broker that is gone (seen:
+    # orphaned workers after `up` was killed). Nothing is lost: uncommitted work is replayed.
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
     os.setpgid(0, 0)  # Ctrl-C reaches `up` only; `up` stops the child

@@ -73,3 +73,21 @@ def test_sigkill_of_the_worker_child_loses_and_duplicates_nothing(settings, tmp_
         rc = up.stop(timeout=40)
         assert time.monotonic() - t0 < settings.stop_timeout_seconds + 5 and rc is not None
     assert not (settings.data_dir / "owner.json").exists() and not (settings.data_dir / "worker.pid").exists()
+
+
+def test_the_worker_child_dies_with_up_even_on_sigkill(settings, tmp_path):
+    with WorkerProcess(settings, tmp_path / "up.log") as up:
+        child = int((settings.data_dir / "worker.pid").read_text())
+        os.kill(child, 0)                                  # alive
+        up.proc.send_signal(signal.SIGKILL)
+        up.proc.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{child}/stat") as f:         # a zombie awaiting its reaper is gone too
+                return f.read().split()[2] == "Z"
+
+        wait_for(gone, 20, what="the worker child to die with `up`")

@@ -250,7 +250,7 @@ def run_faust(app, loglevel: str = "info", echo=print) -> int:
 
         def _on_startup_end_spinner(self) -> None:
             super()._on_startup_end_spinner()
-            echo(READY_LINE)
+            echo(f"{READY_LINE}; this worker now holds {getattr(self.app, 'holds', 'nothing')}")
 
     quiet_chatter(loglevel)  # before the worker starts its services, not only once it set up logging
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,

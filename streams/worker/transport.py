@@ -207,6 +207,8 @@ def describe_assignment(tps) -> str:
     """'teacher.logs[0,2] live.requests[1]' for a set of topic-partitions ('nothing' if empty)."""
     by_topic: dict[str, list[int]] = {}
     for tp in tps:
+        if "__assignor-__leader" in tp.topic:  # Faust's internal topic
+            continue
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())) or "nothing"
 
@@ -220,6 +222,7 @@ class App(faust.App):
 
     rebalances = 0
     last_rebalance_s: float | None = None
+    holds = "nothing"  # the partitions held after the last rebalance (describe_assignment)
     _rebalance_started: float | None = None
 
     def on_init_dependencies(self):
@@ -239,8 +242,11 @@ class App(faust.App):
         self.rebalances += 1
         if self._rebalance_started is not None:
             self.last_rebalance_s = monotonic() - self._rebalance_started
-            _log.info("rebalance #%d took %.2f s; this worker now holds %s", self.rebalances,
-                      self.last_rebalance_s, describe_assignment(self.consumer.assignment()))
+            self.holds = describe_assignment(self.consumer.assignment())
+            # the first one is reported on the "worker ready" line; later ones here
+            _log.log(logging.DEBUG if self.rebalances == 1 else logging.INFO,
+                     "rebalance #%d took %.2f s; this worker now holds %s", self.rebalances,
+                     self.last_rebalance_s, self.holds)
 
     def rebalance_stats(self) -> dict:
         return {"rebalances": self.rebalances, "last_rebalance_s": self.last_rebalance_s}

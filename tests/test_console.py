@@ -68,7 +68,7 @@ def test_overview_renders_every_panel(console, store, tmp_path):
     page = client.get("/overview/tx")
     assert page.status_code == 200
     for text in ("Curation outcome rates", "Gold versions by source", "no gate verdict yet", "3 pending",
-                 "no model_config table"):
+                 "Promotion history (model_config)", "no promotions yet"):  # the serving DDL made the table
         assert text in page.text, text
     assert "http" not in re.sub(r'(xmlns|href="/)[^"]*"', "", page.text.split("<main>")[1]).replace("http://127.0.0.1", "")
     assert client.get("/overview/nope").status_code == 404

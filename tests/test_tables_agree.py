@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 TASK = {"name": "tx", "labels": ["food"], "min_confidence": 0.5}
 BATCH, BATCHES = 100, 120
+KILLS = 6
 
 WRITER = r"""
 import asyncio, sys, pathlib
@@ -49,7 +50,9 @@ values = stream()
 for b in range(start, BATCHES):
     msgs = [Message(v, 0, b * BATCH + i) for i, v in enumerate(values[b * BATCH:(b + 1) * BATCH])]
     asyncio.run(pipeline.process(msgs))
-    progress.write_text(str(b + 1))   # the 'committed offset'
+    tmp = progress.with_suffix('.tmp')   # the 'committed offset', written atomically
+    tmp.write_text(str(b + 1))
+    tmp.replace(progress)
 print("done", flush=True)
 """
 
@@ -63,6 +66,19 @@ def stream() -> list[bytes]:
     return out
 
 
+def _wait_for_progress(proc: subprocess.Popen, progress, mark: int, timeout: float = 240.0) -> bool:
+    """True once the writer has committed at least `mark` batches; False if it exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if int(progress.read_text() or 0) >= mark:
+                return True
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.005)
+    return False
+
+
 def test_killing_the_writer_never_leaves_the_tables_disagreeing(tmp_path):
     data, progress = tmp_path / "store", tmp_path / "progress"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
@@ -71,10 +87,13 @@ def test_killing_the_writer_never_leaves_the_tables_disagreeing(tmp_path):
     for attempt in range(40):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(data), str(progress)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if kills < 6:
-            # let it open the store and write a little, then kill it wherever it is
-            time.sleep(rng.uniform(2.0, 3.5))
-            if proc.poll() is None:
+        if kills < KILLS:
+            # Kill relative to the writer's own progress, not the wall clock, so a fast machine
+            # cannot finish before the kills land: wait until it has committed past the next
+            # mark (spread over the run), then kill it a random moment later, inside a batch.
+            mark = (kills + 1) * BATCHES // (KILLS + 2)
+            if _wait_for_progress(proc, progress, mark):
+                time.sleep(rng.uniform(0.0, 0.15))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
@@ -82,7 +101,7 @@ def test_killing_the_writer_never_leaves_the_tables_disagreeing(tmp_path):
         out = proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
         break
-    assert kills >= 3, "the writer finished before it could be killed often enough: raise BATCHES"
+    assert kills == KILLS, "the writer finished before it could be killed often enough: raise BATCHES"
     assert progress.read_text() == str(BATCHES)
 
     expected = Curator({"tx": parse_task(TASK)}).curate([Message(v) for v in stream()])

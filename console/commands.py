@@ -59,7 +59,7 @@ def console(host, port):
             await start()
         await producer["p"].send_and_wait(REVIEW_VERDICTS.name, orjson.dumps(msg), key=msg["task"].encode())
 
-    app = build_app(Console(tasks, store, publish, token), on_shutdown=[stop])
+    app = build_app(Console(tasks, store, publish, token, kafka=settings.kafka), on_shutdown=[stop])
     click.echo(f"console    http://{host}:{port}/  ({'token required' if token else 'no token: loopback only'})")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

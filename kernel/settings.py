@@ -68,8 +68,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def _port(env: Mapping[str, str], name: str) -> int:
-    value = _int(env, name, 0, minimum=0)
+def _port(env: Mapping[str, str], name: str, default: int = 0) -> int:
+    value = _int(env, name, default, minimum=0)
     if value > 65535:
         raise SettingsError(f"{name}={value} is not a TCP port; use 1-65535, or 0 for off")
     return value
@@ -144,6 +144,8 @@ class Settings:
     train_metrics_port: int = 0       # training worker's; 0: off
     lag_sample_seconds: float = 5.0   # how often consumer lag is read from committed offsets
     console_token: Secret | None = None    # required by `flywheel console` on a non-loopback address
+    console_host: str = "127.0.0.1"        # where the console of `flywheel up` (and `flywheel console`) listens
+    console_port: int = 8765               # the console's port; 0: `flywheel up` starts no console
     canary_model_url: str = "http://127.0.0.1:8001"  # the model server the canary asks the candidate on
     canary_timeout_seconds: float = 5.0              # a candidate answer later than this is an error
     canary_concurrency: int = 8                      # candidate requests in flight at most (more are shed)
@@ -206,6 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),
         lag_sample_seconds=_float(env, "FLYWHEEL_LAG_SAMPLE_SECONDS", 5.0),
         console_token=_secret(env, "FLYWHEEL_CONSOLE_TOKEN"),
+        console_host=env.get("FLYWHEEL_CONSOLE_HOST", "127.0.0.1"),
+        console_port=_port(env, "FLYWHEEL_CONSOLE_PORT", 8765),
         canary_model_url=env.get("FLYWHEEL_CANARY_MODEL_URL", "http://127.0.0.1:8001"),
         canary_timeout_seconds=_float(env, "FLYWHEEL_CANARY_TIMEOUT_SECONDS", 5.0),
         canary_concurrency=_int(env, "FLYWHEEL_CANARY_CONCURRENCY", 8, minimum=1),

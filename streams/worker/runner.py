@@ -27,7 +27,10 @@ class StartupError(RuntimeError):
     pass
 
 
-def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, loglevel: str = "info") -> int:
+def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, loglevel: str = "info",
+           on_ready=None) -> int:
+    """``on_ready(bootstrap)``: called once the broker and the store are served, before the
+    worker starts; it may return a function that `up` calls when it stops (the console)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     owner = None
@@ -57,7 +60,12 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
         echo(f"tasks      {', '.join(f'{t.name} ({t.source})' for t in tasks.values())}")
         echo("worker     starting the stream worker (a child process, restarted if it dies)")
         bootstrap = broker.bootstrap if broker is not None else settings.kafka.servers
-        return supervise(settings, bootstrap, loglevel, echo=echo)
+        stop_extra = on_ready(bootstrap) if on_ready is not None else None
+        try:
+            return supervise(settings, bootstrap, loglevel, echo=echo)
+        finally:
+            if stop_extra is not None:
+                stop_extra()
     finally:
         if owner is not None:
             owner.stop()

@@ -192,12 +192,13 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         sep = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{sep}{urlencode({'grown': res.summary()})}", status_code=303)
 
-    async def overview(request: Request, error: str | None = None, status: int = 200) -> Response:
+    async def overview(request: Request, error: str | None = None, status: int = 200,
+                       form_reason: str = "") -> Response:
         task = task_of(request)
         data = await asyncio.to_thread(_overview_data, console.store, task)
         return render(request, "overview.html", status=status, task=task, grown=request.query_params.get("grown"),
                       rolled=request.query_params.get("rolled"), error=error, can_rollback=console.kafka is not None,
-                      **data)
+                      form_reason=form_reason, **data)
 
     async def rollback(request: Request) -> Response:
         """The guarded rollback button: the operator types the task name to confirm; the decision
@@ -207,13 +208,14 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         form = await request.form()
         if not csrf_ok(request, form.get("csrf")):
             return PlainTextResponse("bad or missing CSRF token: reload the page and try again", 403)
+        typed = str(form.get("reason") or "").strip()[:500]
         operator = str(form.get("operator") or "").strip() or (reviewer_of(request) or "")
         if not _REVIEWER.match(operator):
             return await overview(request, "a rollback needs your name (1-64 letters, digits, spaces or . @ + - _): "
-                                           "it is recorded in the promotion history", 400)
+                                           "it is recorded in the promotion history", 400, typed)
         if str(form.get("confirm") or "").strip() != task.name:
             return await overview(request, f"not rolled back: type the task name {task.name!r} in the box to confirm",
-                                  400)
+                                  400, typed)
         if console.kafka is None:
             return await overview(request, "this console has no broker settings, so it cannot publish model.config; "
                                            f"use `flywheel rollback --task {task.name}`", 503)
@@ -221,7 +223,7 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         from streams.promote.apply import apply
         from streams.promote.policy import PromotionError
 
-        reason = str(form.get("reason") or "").strip()[:500] or "rolled back from the console"
+        reason = typed or "rolled back from the console"
         try:
             d = await asyncio.wait_for(apply(console.store, console.kafka, "rollback", task.name,
                                              decided_by=f"{operator} (console)", reason=reason), 60)

@@ -13,6 +13,7 @@ from console.app import Console, build_app
 from console.security import is_loopback
 from kernel.tasks import parse_task
 from streams.review.service import Record, ReviewService
+from tests.helpers.console import canary_pairs, registry, route
 from tests.helpers.review import item, run
 
 TASK = parse_task({"name": "tx", "labels": ["food", "travel", "rent"], "slice": "meta.country"})
@@ -97,20 +98,11 @@ def test_loopback_detection():
 # ---------------------------------------------------------------- rollback button, canary panel
 
 def _registry(store, version, status, seq):
-    store.insert("model_registry", [{"task": "tx", "version": version, "seq": seq, "status": status,
-                                     "student": "encoder_classifier", "adapter_uri": f"/models/{version}",
-                                     "created_at": "2026-01-02 00:00:00", "updated_at": f"2026-01-02 00:00:0{seq}"}])
+    registry(store, "tx", version, status, seq)
 
 
 def _route(store, revision, serving, previous=None, canary=None, share=0.0, action="promote"):
-    from serving import history
-    from serving.config import Route, VersionRef
-
-    named = [v for v in (serving, previous, canary) if v]
-    history.append(store, Route("tx", revision, serving, previous, canary, share,
-                                {v: VersionRef(v, f"/models/{v}", "encoder_classifier") for v in named},
-                                action=action, decided_by="me@host", reason="test",
-                                decided_at="2026-01-02T00:00:00.000Z"))
+    route(store, "tx", revision, serving, previous, canary, share, action)
 
 
 def test_rollback_button_is_guarded_and_uses_the_promotion_rules(console, store, settings):
@@ -177,16 +169,7 @@ def test_canary_panel_from_the_canary_tables(console, store):
     c, _ = console
     _route(store, 1, "tx-v1")
     _route(store, 2, "tx-v1", canary="tx-v2", share=0.1, action="canary_start")
-    rows = []
-    for n in range(120):
-        slc = "GB" if n < 80 else "FR"
-        disagree = (n % 10 == 0) if slc == "GB" else (n % 4 == 0)
-        rows.append({"task": "tx", "candidate_version": "tx-v2", "request_id": f"r{n}", "incumbent_version": "tx-v1",
-                     "slice": slc, "input": f"x{n}", "incumbent_answer": "food",
-                     "candidate_answer": "travel" if disagree else "food", "teacher_answer": None,
-                     "agree": 0 if disagree else 1, "paired": None, "error": "", "incumbent_latency_ms": 1.0,
-                     "candidate_latency_ms": 2.0, "ts": f"2026-01-02 00:0{n // 40}:00"})
-    store.insert("canary_pairs", rows)
+    rows = canary_pairs(store, "tx", "tx-v2", "tx-v1", {"GB": (80, 8), "FR": (40, 10)})
     store.insert("canary_pairs", rows[:10])  # replayed pairs count once
     v = judge({"GB": SliceCounts(80, 8), "FR": SliceCounts(40, 10)}, 600, min_pairs=500, min_duration=3600,
               max_disagreement=0.05, slice_tolerance=0.05, alpha=0.05)

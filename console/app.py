@@ -185,7 +185,11 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
             return PlainTextResponse("bad or missing CSRF token: reload the page and try again", 403)
         from streams.review.grow import grow
 
-        res = await asyncio.to_thread(grow, console.store, task)
+        try:
+            res = await asyncio.to_thread(grow, console.store, task)
+        except Exception as exc:  # noqa: BLE001 - e.g. another writer holds the version: a message, never a 500
+            log.warning("gold growth of %s from the console failed: %s", task.name, exc)
+            return await overview(request, f"gold growth failed: {exc}", 409)
         back = str(form.get("back") or f"/overview/{task.name}")
         if not back.startswith("/") or back.startswith("//"):
             back = "/"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from kernel.gold import claim_version, finish_claim, load_gold, write_version
+from kernel.gold import GoldConflict, claim_version, finish_claim, load_gold, write_version
 from kernel.similarity import band_keys, estimated_jaccard, exact_hash, lsh_params, normalise, signatures
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
@@ -114,7 +114,7 @@ def grow(store: Warehouse, task: TaskConfig) -> GrowResult:
         if result is not None:
             return result
         log.info("gold set %s: another writer made a new version meanwhile; recomputing on top of it", task.name)
-    raise RuntimeError(f"gold set {task.name}: lost the version claim {MAX_ATTEMPTS} times in a row; "
+    raise GoldConflict(f"gold set {task.name}: lost the version claim {MAX_ATTEMPTS} times in a row; "
                        "another process keeps writing it, try again")
 
 

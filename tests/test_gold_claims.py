@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 
 import orjson
 import pytest
@@ -77,8 +78,6 @@ def test_claim_has_one_winner_and_the_loser_recomputes(store):
     threads = [threading.Thread(target=claimer) for _ in range(6)]
     for t in threads:
         t.start()
-    import time
-
     deadline = time.monotonic() + 10
     while not got and time.monotonic() < deadline:  # the winner returns at once; the others wait for it
         time.sleep(0.01)
@@ -101,7 +100,8 @@ def test_dead_claim_is_skipped_after_its_lease(store):
     assert dead is not None and dead.version == 1  # never finished: its holder "died"
     with pytest.raises(GoldConflict, match="being written by another process"):
         claim_version(store, "tx", 0, wait_seconds=0.2)
-    nxt = claim_version(store, "tx", 0, lease_seconds=0.0)
+    time.sleep(0.05)
+    nxt = claim_version(store, "tx", 0, lease_seconds=0.01, wait_seconds=5)
     assert nxt is not None and nxt.version == 2 and nxt.parent == 0  # number 1 stays unused
 
 

@@ -76,8 +76,8 @@ def test_a_slow_candidate_never_blocks_the_agent_excess_is_shed_and_timeouts_are
     assert c["a"].pairs == 8 and c["a"].errors == 8 and c["a"].disagree == 8
 
 
-def test_pairs_disagreements_review_items_and_dead_letters(store):
-    sent = {"pairs": [], "review": [], "dead": []}
+def test_pairs_disagreements_review_items_and_invalid_messages_skipped(store):
+    sent = {"pairs": [], "review": []}
 
     async def run():
         server, url = await model_server(0.0, "b")
@@ -87,20 +87,22 @@ def test_pairs_disagreements_review_items_and_dead_letters(store):
             sent[kind] += items
         s.publish_pairs = lambda items: pub("pairs", items)
         s.publish_review = lambda items: pub("review", items)
-        s.publish_dead = lambda k, v: pub("dead", [(k, v)])
         await s.offer(live(1, output="b"), 0, 1)                      # agrees
         await s.offer(live(2, output="a", teacher="b"), 0, 2)         # disagrees; the candidate is right
         await s.offer(live(3, output="a", version="tx-v2"), 0, 3)     # answered by the canary itself: skipped
-        await s.offer(b"{not json", 0, 4)                             # dead letter
+        await s.offer(b"{not json", 0, 4)                             # invalid: skipped, counted
+        await s.offer(live(5, version="tx-v1")[:-1], 0, 5)            # truncated: skipped, counted
+        assert not hasattr(s, "publish_dead")  # the drift stage alone dead-letters live.requests
         while s.inflight:
             await asyncio.sleep(0.02)
         await s.flush()
         await s.flush()                                               # nothing left: idempotent
         await s.close()
         server.close()
+        return s.counters
 
     ensure_tables(store)
-    asyncio.run(run())
+    s_counters = asyncio.run(run())
     pairs = [orjson.loads(v) for _, v in sent["pairs"]]
     assert sorted((p["request_id"], p["agree"]) for p in pairs) == [("r1", True), ("r2", False)]
     for p in pairs:
@@ -109,8 +111,7 @@ def test_pairs_disagreements_review_items_and_dead_letters(store):
     validate("review.queue.schema.json", item)
     assert item["kind"] == "canary_disagreement" and item["answers"] == {"incumbent": "a", "candidate": "b",
                                                                          "teacher": "b"}
-    (dead,) = [orjson.loads(v) for _, v in sent["dead"]]
-    assert dead["reason"].startswith("canary:") and dead["offset"] == 4
+    assert s_counters["invalid"] == 2
     c = counts(store, "tx", "tx-v2", "tx-v1")
     assert c["a"].pairs == 1 and c["a"].disagree == 1 and c["a"].cand_better == 1 and c["b"].disagree == 0
 

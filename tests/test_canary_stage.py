@@ -157,3 +157,48 @@ def test_canary_start_and_stop_decisions():
     assert json.loads(json.dumps(abort.route.to_record()))["action"] == "canary_stop"
     with pytest.raises(PromotionError, match="no version in canary"):
         decide_canary_stop("tx", cur, row, version=None, abort=True, decided_by="m", reason="", decided_at="t")
+
+
+def test_each_task_is_judged_by_exactly_one_of_two_workers():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.canary.pairs import judged_here, owner_partition
+
+    tasks = [f"task-{i}" for i in range(40)]
+    for t in tasks:   # the partition the producer puts a task's pairs on
+        assert owner_partition(t, 4) == DefaultPartitioner()(t.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+    assert len({owner_partition(t, 4) for t in tasks}) == 4
+    for split in (({0, 1}, {2, 3}), ({0, 2, 3}, {1}), ({0, 1, 2, 3}, set())):
+        for t in tasks:
+            assert [judged_here(t, a, 4) for a in split].count(True) == 1, (t, split)
+    # mid-rebalance (nothing assigned) nobody judges; the partition pairs were read from wins
+    assert not judged_here("task-0", set(), 4)
+    p = owner_partition("task-0", 4)
+    assert judged_here("task-0", {(p + 1) % 4}, 4, seen_on=(p + 1) % 4)
+    assert not judged_here("task-0", {p}, 4, seen_on=(p + 1) % 4)
+    with pytest.raises(ValueError, match="at least one partition"):
+        owner_partition("t", 0)
+
+
+def test_two_stages_split_the_judging_by_partition_assignment(store):
+    from streams.canary.pairs import owner_partition
+
+    names = [f"t{i}" for i in range(12)]
+    tasks = {n: parse_task({"name": n, "labels": ["a", "b"]}) for n in names}
+    cfgs = {n: CanaryConfig() for n in names}
+
+    async def run():
+        a = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")
+        b = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")
+        a.assigned, b.assigned = (lambda: {0, 1}), (lambda: {2, 3})
+        owned = a.owned(), b.owned()
+        alone = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")   # no group: judges all
+        everything = alone.owned()
+        for s in (a, b, alone):
+            await s.close()
+        return owned, everything
+
+    (oa, ob), everything = asyncio.run(run())
+    assert sorted(oa + ob) == sorted(names) and not set(oa) & set(ob) and oa and ob
+    assert all(owner_partition(t, 4) in {0, 1} for t in oa)
+    assert everything == names

@@ -100,6 +100,7 @@ class CanaryStage:
         self.assigned = None         # () -> set[int] | None
         self.partitions = lambda: CANARY_PAIRS.partitions
         self.seen_on: dict[str, int] = {}
+        self.judging: list[str] | None = None   # the tasks judged at the last look (logged on change)
 
     # -- routes ----------------------------------------------------------------------------------
     def refresh_routes(self) -> None:
@@ -257,7 +258,11 @@ class CanaryStage:
     async def judge_all(self) -> list[tuple[str, J.Verdict, str]]:
         await asyncio.to_thread(self.refresh_routes)
         out = []
-        for task in self.owned():
+        owned = self.owned()
+        if owned != self.judging:   # after a rebalance: which tasks this worker now judges
+            log.info("canary: this worker judges %s", ", ".join(owned) if owned else "no task")
+            self.judging = owned
+        for task in owned:
             try:
                 out.extend(await self._judge_task(task))
             except Exception as exc:

@@ -60,6 +60,10 @@ class CuttableRelay:
 
     def cut(self) -> None:
         ls, self._listener = self._listener, None
+        try:
+            ls.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone leaves it listening
+        except OSError:
+            pass
         ls.close()
         with self._lock:
             conns, self._conns = self._conns, []

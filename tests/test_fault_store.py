@@ -12,6 +12,7 @@ that a ballast file fills, then frees (needs root to mount; skipped otherwise).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -159,6 +160,10 @@ def run_fault(settings, tmp_path, store, fault_on, fault_off, expect_kind: str) 
         figures = {"stalled": stalled, "resumed_after_heal_s": round(resumed_s, 1),
                    "retries_logged": worker.log().count("retrying in")}
         print(f"\n{expect_kind}: {figures}")
+        if os.environ.get("FLYWHEEL_FAULT_FIGURES"):  # bench/faults.py collects them for its report
+            with open(os.environ["FLYWHEEL_FAULT_FIGURES"], "a") as f:
+                f.write(json.dumps({"fault": expect_kind, "events_before": FIRST, "events_during": SECOND,
+                                    "fault_lasted_s": STALL, **figures}) + "\n")
         return figures
     finally:
         worker.kill()

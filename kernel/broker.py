@@ -268,7 +268,9 @@ async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout
             return report
         ends = {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(list(tps))).items()}
         starts = {(tp.topic, tp.partition): o for tp, o in (await consumer.beginning_offsets(list(tps))).items()}
-        compacted = frozenset(t.name for t in CATALOGUE if "compact" in t.cleanup_policy)
+        # compacted topics and Faust's table changelogs are read from the beginning: never cut
+        compacted = frozenset({t.name for t in CATALOGUE if "compact" in t.cleanup_policy}
+                              | {tp[0] for tp in ends if tp[0].endswith("-changelog")})
         cuts = trim_points(committed, ends, starts, compacted)
         if not cuts:
             return report

@@ -5,7 +5,7 @@
         [--soak-seconds 600] [--soak-rate 500]
 
 Every part runs the real `flywheel up` (embedded Tansu broker, embedded chdb served by `up`,
-the stream worker as `up`'s child) in a fresh data directory, and publishes ~250-byte teacher
+the stream worker as `up`'s child) in a fresh data directory, and publishes ~230-byte teacher
 logs with acks=all; an event counts as sent once the broker acknowledged it.
 
 kill           --kills SIGKILLs of the worker child at random moments (a random 0.5-6 s after

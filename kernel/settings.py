@@ -96,6 +96,21 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
+    ssl_cafile: str | None = None    # None: the system's CA certificates
+    ssl_certfile: str | None = None  # a client certificate (mutual TLS), with ssl_keyfile
+    ssl_keyfile: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self):
+        """The TLS context for SSL and SASL_SSL (aiokafka and Faust require one), else None."""
+        if not self.tls:
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile)
 
     @property
     def embedded(self) -> bool:
@@ -111,6 +126,8 @@ class KafkaSettings:
         if self.sasl_mechanism:
             kw.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                       sasl_plain_password=self.sasl_password.get() if self.sasl_password else None)
+        if self.tls:
+            kw["ssl_context"] = self.ssl_context()
         return kw
 
 
@@ -162,6 +179,20 @@ class Settings:
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
+def _ssl_files(env: Mapping[str, str]) -> dict:
+    out = {}
+    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
+        var = f"FLYWHEEL_KAFKA_SSL_{name}"
+        path = env.get(var) or None
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"{var}={path!r} is not a file; point it at a PEM file or unset it")
+        out[f"ssl_{name.lower()}"] = path
+    if bool(out["ssl_certfile"]) != bool(out["ssl_keyfile"]):
+        raise SettingsError("FLYWHEEL_KAFKA_SSL_CERTFILE and FLYWHEEL_KAFKA_SSL_KEYFILE go together "
+                            "(a client certificate and its key): set both or neither")
+    return out
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from FLYWHEEL_* variables, then apply non-None overrides (CLI flags)."""
     env = os.environ if env is None else env
@@ -180,6 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         sasl_mechanism=mechanism,
         sasl_username=env.get("FLYWHEEL_KAFKA_SASL_USERNAME") or None,
         sasl_password=_secret(env, "FLYWHEEL_KAFKA_SASL_PASSWORD"),
+        **_ssl_files(env),
     )
     clickhouse = ClickHouseSettings(
         url=env.get("FLYWHEEL_CLICKHOUSE_URL") or None,

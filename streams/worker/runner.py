@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from kernel.broker import EmbeddedBroker, ensure_topics
+from kernel.broker import TRIM_EVERY_SECONDS, EmbeddedBroker, Trimmer, ensure_topics
 from kernel.settings import Settings
 from kernel.tasks import TaskConfig
 from kernel.warehouse import open_warehouse
@@ -35,6 +35,7 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
     broker = None
     owner = None
     store = None
+    trimmer = None
     try:
         if settings.kafka.embedded:
             broker = EmbeddedBroker(settings.kafka.embedded_listen, log_path=settings.data_dir / "broker.log")
@@ -45,6 +46,9 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
         created = asyncio.run(ensure_topics(settings.kafka))
         if created:
             echo(f"topics     created {', '.join(created)}")
+        if broker is not None:  # delete what every consumer group committed, where the broker can
+            trimmer = Trimmer(broker.bootstrap, TRIM_EVERY_SECONDS, echo=echo)
+            trimmer.start()
         try:
             store = open_warehouse(settings, own=True)
         except StoreBusy:
@@ -67,6 +71,8 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
             if stop_extra is not None:
                 stop_extra()
     finally:
+        if trimmer is not None:
+            trimmer.stop.set()
         if owner is not None:
             owner.stop()
         if store is not None:

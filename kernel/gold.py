@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from kernel.jsonl import read_jsonl
 from kernel.privacy import privacy_config
 from kernel.similarity import exact_hash, normalise
 from kernel.tasks import TaskConfig, label_of, output_problem
@@ -63,18 +64,8 @@ def parse_gold_lines(lines, task: TaskConfig, source: str = "<input>") -> list[G
     out: list[GoldExample] = []
     seen: set[str] = set()
     privacy = privacy_config(task)
-    for n, line in enumerate(lines, 1):
-        if isinstance(line, bytes):
-            line = line.decode("utf-8")
-        if not line.strip():
-            continue
+    for n, obj in read_jsonl(lines, source, shape="an object with id, input, output", error=GoldError):
         where = f"{source}:{n}"
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise GoldError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise GoldError(f"{where}: each line must be an object with id, input, output")
         for key in ("id", "input", "output"):
             if key not in obj:
                 raise GoldError(f"{where}: missing {key!r}; lines look like "

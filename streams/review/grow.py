@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from kernel.gold import GoldConflict, claim_version, finish_claim, load_gold, write_version
+from kernel.gold import GoldConflict, claim_version, current_version, finish_claim, load_gold, write_version
 from kernel.similarity import band_keys, estimated_jaccard, exact_hash, lsh_params, normalise, signatures
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
@@ -120,8 +120,11 @@ def grow(store: Warehouse, task: TaskConfig) -> GrowResult:
 
 def _grow_once(store: Warehouse, task: TaskConfig) -> GrowResult | None:
     """One attempt; None when another writer claimed the next version first."""
-    items = rs.unrouted_gold(store, task.name)
+    # The gold version first, then the items: read the other way round, a growth finishing in
+    # between would leave this one holding items it had already added, refused here as "already
+    # in gold" (and that routing row, being newer, would replace the other growth's "added").
     prev_version, prev_rows = load_gold(store, task.name)
+    items = rs.unrouted_gold(store, task.name)
     result = GrowResult(task.name, prev_version, False, prev_version)
     if not items:
         result.n_total = len(prev_rows)
@@ -196,6 +199,8 @@ def _grow_once(store: Warehouse, task: TaskConfig) -> GrowResult | None:
         claim = claim_version(store, task.name, prev_version)
         if claim is None:
             return None
+    elif current_version(store, task.name) != prev_version:
+        return None   # every item refused, but against a gold version another writer has replaced
     try:
         if claim is not None:
             version, created = write_version(store, task.name, prev_version, prev_rows, prev_rows + new_rows,

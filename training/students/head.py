@@ -6,7 +6,7 @@ serving.encoders' (the model server answers with the same embedding and the save
 
     <adapter dir>/head.safetensors    weight [labels, dim], bias [labels]
     <adapter dir>/labels.json
-    <adapter dir>/student.json        {"kind": "embedding_head", "max_length": ..., "l2": ...}
+    <adapter dir>/student.json        {"kind": "embedding_head", "base_model": ..., "max_length": ..., "l2": ...}
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def train_head(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict], 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out_dir / "head.safetensors"))
     (out_dir / "labels.json").write_text(json.dumps(labels))
-    (out_dir / "student.json").write_text(json.dumps({"kind": "embedding_head", "max_length": cfg.max_length,
-                                                      "l2": l2, "pooling": "mean", "normalize": True}))
+    (out_dir / "student.json").write_text(json.dumps({"kind": "embedding_head", "base_model": cfg.base_model,
+                                                      "max_length": cfg.max_length, "l2": l2, "pooling": "mean",
+                                                      "normalize": True}))
     secs = time.monotonic() - t0
     res = FitResult(best_n, history[best_n - 1].get("val_accuracy", math.nan), len(history), len(history),
                     history, secs, len(train_rows) / secs if secs > 0 else 0.0)

@@ -11,10 +11,34 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from serving.encoders import encode_texts as _encode
 from serving.encoders import load_encoder_base as _load_base
 from training.students.config import TrainConfig
-from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches
+from training.students.loop import FitResult, ProgressFn, fit, length_grouped_batches, shuffled_batches
+
+
+def _tokenize(tok, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated at max_length, unpadded (as the model server encodes them)."""
+    if not texts:
+        return []
+    return tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def use_bf16(precision: str) -> bool:
+    """bf16 autocast for the training steps: "auto" where the hardware does bf16 natively (a
+    CPU with AVX512-BF16 or AMX, through oneDNN; elsewhere it is emulated and slower)."""
+    if precision != "auto":
+        return precision == "bf16"
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _collate(tok, ids: list[list[int]]):
+    """A batch padded to its longest member: input_ids, attention_mask (token_type_ids if the model has them)."""
+    return tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
 
 def class_weights(counts: Sequence[int], mode: str) -> list[float] | None:
@@ -67,27 +91,41 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
         counts[index[r["output"]]] += 1
     w = class_weights(counts, cfg.class_weights)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w) if w else None)
-    make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
+    # tokenised once; a batch is padded to its own longest example, and batches group examples
+    # of similar length (length_grouped_batches), so little of each step is padding
+    ids_tr = _tokenize(tok, [r["input"] for r in train_rows], cfg.max_length)
+    ids_va = _tokenize(tok, [r["input"] for r in val_rows], cfg.max_length)
+    y_tr = [index[r["output"]] for r in train_rows]
+    if cfg.length_grouping:
+        make_batches = length_grouped_batches([len(x) for x in ids_tr], cfg.batch_size, cfg.seed)
+    else:
+        make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
     total = steps_for(len(train_rows), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps, cfg.steps)
     y_val = [index[r["output"]] for r in val_rows]
+    val_order = sorted(range(len(val_rows)), key=lambda i: len(ids_va[i]))
     rounds: list[list[int]] = []   # validation answers of each evaluation
 
+    bf16 = use_bf16(cfg.precision)   # forward and backward in bf16, weights and optimizer in fp32
+
     def step_loss(idx):
-        enc = _encode(tok, [train_rows[i]["input"] for i in idx], cfg.max_length)
-        y = torch.tensor([index[train_rows[i]["output"]] for i in idx])
-        return loss_fn(model(**enc).logits, y)
+        enc = _collate(tok, [ids_tr[i] for i in idx])
+        y = torch.tensor([y_tr[i] for i in idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**enc).logits
+        return loss_fn(logits.float(), y)
 
     def evaluate():
-        correct, loss_sum, preds = 0, 0.0, []
-        for i in range(0, len(val_rows), 64):
-            enc = _encode(tok, [r["input"] for r in val_rows[i:i + 64]], cfg.max_length)
-            y = torch.tensor(y_val[i:i + 64])
+        loss_sum, preds = 0.0, [0] * len(val_rows)
+        for i in range(0, len(val_order), 64):
+            idx = val_order[i:i + 64]
+            enc = _collate(tok, [ids_va[j] for j in idx])
+            y = torch.tensor([y_val[j] for j in idx])
             logits = model(**enc).logits
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            p = logits.argmax(-1)
-            correct += int((p == y).sum())
-            preds += p.tolist()
+            for j, p in zip(idx, logits.argmax(-1).tolist()):
+                preds[j] = p
         rounds.append(preds)
+        correct = sum(p == y for p, y in zip(preds, y_val))
         return {"val_accuracy": correct / len(val_rows), "val_loss": loss_sum / len(val_rows)}
 
     lr = cfg.full_learning_rate if full else cfg.learning_rate

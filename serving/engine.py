@@ -215,6 +215,11 @@ class _Group:
     base_tokenizer: Any
     adapters: dict[str, AdapterInfo] = field(default_factory=dict)
     heads: dict[str, tuple] = field(default_factory=dict)            # embedding_head: name -> (weight, bias)
+    # LoRA kinds: name -> peft adapter name. peft matches adapter names against module names
+    # (a name holding "classifier" is refused next to the head's modules_to_save), so the
+    # adapters get neutral slot names of their own
+    slots: dict[str, str] = field(default_factory=dict)
+    next_slot: int = 0
     tokenizers: dict[str, Any] = field(default_factory=dict)
     shared_tokenizers: dict[str, Any] = field(default_factory=dict)   # content hash -> tokenizer
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -316,8 +321,9 @@ class Engine:
                     return
                 if g.active == name:
                     g.active = None
-                if info is not None and info.student in LORA:
-                    g.model.delete_adapter(name)
+                slot = g.slots.pop(name, None)
+                if info is not None and info.student in LORA and slot is not None:
+                    g.model.delete_adapter(slot)
 
     @staticmethod
     def _key(info: AdapterInfo) -> tuple:
@@ -355,11 +361,14 @@ class Engine:
         elif info.student in LORA:
             from peft import PeftModel
 
+            slot = f"slot{g.next_slot}"
             if not isinstance(g.model, PeftModel):
-                g.model = PeftModel.from_pretrained(g.model, str(info.path), adapter_name=name).eval()
+                g.model = PeftModel.from_pretrained(g.model, str(info.path), adapter_name=slot).eval()
             else:
-                g.model.load_adapter(str(info.path), adapter_name=name)
+                g.model.load_adapter(str(info.path), adapter_name=slot)
                 g.model.eval()
+            g.next_slot += 1
+            g.slots[name] = slot
             g.active = None
         g.adapters[name] = info
         g.tokenizers[name] = g.base_tokenizer if info.student in (FULL, HEAD) else Engine._tokenizer(g, info.path)
@@ -411,7 +420,7 @@ class Engine:
     @staticmethod
     def _activate(g: _Group, name: str) -> None:
         if g.key[0] in LORA and g.active != name:
-            g.model.set_adapter(name)
+            g.model.set_adapter(g.slots[name])
             g.active = name
 
     # ------------------------------------------------------------------ inference

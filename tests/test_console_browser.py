@@ -1,7 +1,8 @@
 """End to end in a real browser (headless Chromium from Debian, driven by Selenium) on the real
-broker and ClickHouse: low-confidence items -> the review page -> three verdicts by keyboard ->
-verdict rows -> gold growth with the contamination check -> the next gate uses the new version
-(a fresh baseline pinned for it). Screenshots of each page are saved (FLYWHEEL_TEST_ARTIFACTS,
+broker and ClickHouse, with the console that `flywheel up` starts: low-confidence items -> the
+review page -> three verdicts by keyboard -> verdict rows -> gold growth with the contamination
+check -> the next gate uses the new version (a fresh baseline pinned for it) -> the canary panel
+-> a guarded rollback from the promotion history. Screenshots of each page are saved (FLYWHEEL_TEST_ARTIFACTS,
 else the test's tmp dir)."""
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import orjson
 import pytest
 
 from schemas.events import teacher_log_message
+from streams.canary.judge import SliceCounts, judge
+from streams.canary.store import record_decision
 from tests.conftest import free_port
+from tests.helpers.console import canary_pairs, registry, route
 from tests.helpers.kafka import publish
 from tests.helpers.testing import add_sections
 from tests.worker import WorkerProcess, wait_for
@@ -72,7 +76,8 @@ def test_label_three_items_by_keyboard_then_grow_and_gate(settings, tasks_dir, t
     env = {**os.environ, "FLYWHEEL_KAFKA_BOOTSTRAP": servers, "FLYWHEEL_DATA_DIR": str(settings.data_dir),
            "FLYWHEEL_TASKS_DIR": str(settings.tasks_dir)}
     cli = [sys.executable, "-c", "from flywheel.cli import main; main()"]
-    with WorkerProcess(settings, tmp_path / "worker.log") as w:
+    port = free_port()
+    with WorkerProcess(settings, tmp_path / "worker.log", extra_env={"FLYWHEEL_CONSOLE_PORT": str(port)}) as w:
         gold = tmp_path / "gold.jsonl"
         gold.write_bytes(b"\n".join(orjson.dumps(g) for g in [
             {"id": "g1", "input": "MONTHLY RENT FLAT 4B", "output": "rent", "slice": "GB", "teacher_output": "rent"},
@@ -92,9 +97,6 @@ def test_label_three_items_by_keyboard_then_grow_and_gate(settings, tasks_dir, t
         wait_for(lambda: store.scalar("SELECT count() FROM review_items FINAL WHERE status = 'pending'") == 4,
                  60, what="4 pending review items")
 
-        port = free_port()
-        console = subprocess.Popen(cli + ["console", "--port", str(port)], env=env, stdout=open(tmp_path / "console.log", "wb"),
-                                   stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         driver = None
         try:
@@ -149,13 +151,52 @@ def test_label_three_items_by_keyboard_then_grow_and_gate(settings, tasks_dir, t
             assert by_source["seed"]["score"] == 1.0 and by_source["low_conf"]["score"] == 0.5
             assert by_source["low_conf"]["baseline"] == 0.0  # the teacher said groceries to both
             assert store.scalar("SELECT count() FROM gate_baselines WHERE gold_version = 2") == 1
+            # a canary in progress and a promotion history with a previous version
+            registry(store, "transactions", "transactions-v1", "retired", 1)
+            registry(store, "transactions", "transactions-v2", "serving", 2)
+            registry(store, "transactions", "transactions-v3", "canary", 3)
+            route(store, "transactions", 1, "transactions-v1")
+            route(store, "transactions", 2, "transactions-v2", previous="transactions-v1")
+            route(store, "transactions", 3, "transactions-v2", previous="transactions-v1", canary="transactions-v3",
+                  share=0.1, action="canary_start")
+            canary_pairs(store, "transactions", "transactions-v3", "transactions-v2",
+                         {"GB": (260, 9), "FR": (140, 11), "DE": (30, 1)})
+            v = judge({"GB": SliceCounts(260, 9), "FR": SliceCounts(140, 11), "DE": SliceCounts(30, 1)}, 1500,
+                      min_pairs=500, min_duration=3600, max_disagreement=0.05, slice_tolerance=0.05, alpha=0.05)
+            record_decision(store, "transactions", "transactions-v3", "transactions-v2", v, "none")
+
             driver.get(f"{base}/overview/transactions")
             assert "on gold v2" in driver.find_element(By.ID, "gate").text
+            canary = driver.find_element(By.ID, "canary").text
+            assert "transactions-v3" in canary and "430 of min_pairs 500" in canary and "INCONCLUSIVE" in canary
             driver.save_screenshot(str(shots / "overview.png"))
-            driver.set_window_size(1280, 2600)
+            driver.execute_script("document.getElementById('canary').scrollIntoView()")
+            driver.save_screenshot(str(shots / "overview-canary.png"))
+            driver.set_window_size(1280, 3400)
             driver.save_screenshot(str(shots / "overview-full.png"))
+            driver.set_window_size(1280, 1000)
+
+            # rollback: a wrong confirmation is refused with a message, the right one rolls back
+            form = driver.find_element(By.ID, "rollback-form")
+            driver.execute_script("arguments[0].scrollIntoView()", form)
+            form.find_element(By.NAME, "reason").send_keys("GB answers got worse")
+            form.find_element(By.ID, "rollback-confirm").send_keys("yes")
+            driver.find_element(By.ID, "rollback").click()
+            err = wait.until(ec.presence_of_element_located((By.ID, "error"))).text
+            assert "type the task name 'transactions'" in err, err
+            driver.save_screenshot(str(shots / "overview-rollback-refused.png"))
+            form = driver.find_element(By.ID, "rollback-form")
+            assert form.find_element(By.NAME, "operator").get_attribute("value") == "ann"  # the reviewer's name
+            form.find_element(By.ID, "rollback-confirm").send_keys("transactions")
+            driver.find_element(By.ID, "rollback").click()
+            flash = wait.until(ec.presence_of_element_located((By.ID, "rolled"))).text
+            assert "rolled back to transactions-v1 (revision 4) by ann" in flash, flash
+            hist = driver.find_element(By.ID, "history").text.splitlines()
+            assert hist[1].startswith("4 rollback transactions-v1") and "ann (console)" in hist[1], hist
+            assert "GB answers got worse" in hist[1]  # the reason typed before the refusal was kept
+            driver.execute_script("document.getElementById('history').scrollIntoView()")
+            driver.save_screenshot(str(shots / "overview-rolled-back.png"))
         finally:
             if driver is not None:
                 driver.quit()
-            console.terminate()
-            console.wait(10)
+        assert "console    starting on" in w.log()

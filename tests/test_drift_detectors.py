@@ -370,7 +370,12 @@ def test_old_pickle_snapshot_converts_and_raises_the_uninterrupted_alerts():
     cfg = drift_config(task)
     td = TaskDrift.loads(base64.b64decode(fixture["state_base64"]), task, cfg, 60)
     td.set_reference(REF, frozenset({"w0", "w1", "shop"}))
-    assert {m: mon.n for m, mon in td.monitors.items()} == fixture["monitor_n_at_cut"]
+    from streams.drift.config import CANARY_METRICS
+
+    # the snapshot predates the canary metrics: they start fresh, every other metric is restored
+    assert {m: mon.n for m, mon in td.monitors.items() if m not in CANARY_METRICS} == fixture["monitor_n_at_cut"]
+    assert {m: td.monitors[m].n for m in CANARY_METRICS} == dict.fromkeys(CANARY_METRICS, 0)
+    assert td.canary_versions is None
     notes = " ".join(td.restore_notes)
     assert "pickle format" in notes and "confidence_mean: Page-Hinkley recalibrates" in notes
     items, cut = legacy_items(), fixture["cut_batches"]
@@ -520,6 +525,35 @@ def test_detectors_follow_one_protocol():
             cls.from_state(dict(state, kind="other"))
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         make_detector(replace(_DEFAULTS["oov_rate"], detector="nope"))
+
+
+def test_detector_snapshot_format_is_pinned():
+    """drift_state rows written by earlier versions must keep loading: the snapshot's keys, their
+    order and their values are the format (a changed byte here is a format change)."""
+    from streams.drift.detectors import Adwin, Kswin, LabelMix, PageHinkley
+
+    ph = PageHinkley(warmup=2, threshold=50.0)
+    for x in (1.0, 3.0, 2.0):
+        ph.update(x)
+    pinned = (b'{"kind":"page_hinkley","state_version":1,"params":{"delta":0.25,"threshold":50.0,"warmup":2,'
+              b'"mode":"both"},"recent":[1.0,3.0,2.0],"calibration":[2,2.0,2.0],"calibrated":true,"mu":2.0,'
+              b'"sd":1.4142135623730951,"test":[1,0.0,-0.25,0.25,-0.25,0.25]}')
+    assert orjson.dumps(ph.to_state()) == pinned
+    assert orjson.dumps(PageHinkley.from_state(orjson.loads(pinned)).to_state()) == pinned
+    lm = LabelMix(("a", "b"), window=10)
+    for x in "aab":
+        lm.update(x)
+    pinned = (b'{"kind":"chi2_jsd","state_version":1,"params":{"labels":["a","b"],"window":10,"alpha":1e-6,'
+              b'"min_jsd":0.01,"clear_windows":3,"smoothing":0.5,"min_reference":200},"counts":[2,1],"n":3,'
+              b'"in_drift":false,"clear":0,"last_stat":0.0,"last_jsd":0.0}')
+    assert orjson.dumps(lm.to_state()) == pinned
+    assert orjson.dumps(LabelMix.from_state(orjson.loads(pinned)).to_state()) == pinned
+    ks = Kswin().to_state()
+    assert list(ks) == ["kind", "state_version", "params", "i", "p_value", "window", "restart_due", "rng"]
+    assert ks["params"] == {"alpha": 1e-05, "window_size": 300, "stat_size": 100, "sample_every": 10, "seed": 7}
+    ad = Adwin().to_state()
+    assert list(ad) == ["kind", "state_version", "params", "river_version", "river_adwin_pickle"]
+    assert list(ad["params"].items()) == [("delta", 0.0001), ("clock", 32)]
 
 
 def test_rearm_config_is_validated():

@@ -30,6 +30,7 @@ class WorkerProcess:
             "FLYWHEEL_TASKS_DIR": str(settings.tasks_dir),
             "FLYWHEEL_SINK_FLUSH_SECONDS": "0.3",
             "FLYWHEEL_SESSION_TIMEOUT_SECONDS": "4",
+            "FLYWHEEL_CONSOLE_PORT": "0",  # no console beside `up` unless a test asks for one
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen | None = None

@@ -22,6 +22,25 @@ def in_canary(request_id: str, pct: float) -> bool:
     return h / _SPAN * 100.0 < pct
 
 
+def owner_partition(task: str, partitions: int) -> int:
+    """The canary.pairs partition a task's pairs land on (they are keyed by task): Kafka's default
+    partitioner, murmur2 of the key as the Java client and aiokafka (Faust's producer) compute it."""
+    from aiokafka.partitioner import murmur2
+
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, got {partitions}")
+    return (murmur2(task.encode()) & 0x7FFFFFFF) % partitions
+
+
+def judged_here(task: str, assigned: set[int], partitions: int, seen_on: int | None = None) -> bool:
+    """Whether this worker runs the judge of ``task``: it is assigned the canary.pairs partition
+    the task's key maps to (``seen_on``: the partition its pairs were actually read from, which
+    wins over the computed one). The consumer group assigns each partition to one member, so
+    exactly one worker of the group judges a task (none while a rebalance is under way)."""
+    p = seen_on if seen_on is not None else owner_partition(task, partitions)
+    return p in assigned
+
+
 def _norm(x: Any) -> Any:
     if isinstance(x, str):
         return " ".join(x.split()).casefold()

@@ -8,12 +8,23 @@
   bounded by ``FLYWHEEL_CANARY_TIMEOUT_SECONDS``). The agent never waits for the candidate: when
   the pool is full a request is shed (counted), a timeout or failure is a pair with an error;
   after BREAKER_FAILURES failures in a row shadowing pauses for BREAKER_PAUSE_S.
-  Invalid messages become dead letters (reason prefixed "canary:"). Nothing escapes the agent.
+  An invalid message is counted and skipped: the drift stage, which reads every live.requests
+  message, dead-letters it (one dead letter per invalid message, whether a canary runs or not).
+  Nothing escapes the agent.
 * every second: the finished pairs go to ``canary_pairs`` (idempotent: keyed by task, candidate,
   request), then to ``canary.pairs``, and the disagreements to ``review.queue`` (kind
   canary_disagreement, both answers). Pairs still in the pool when the worker stops are lost:
   the canary is a sample, and a redelivered request is asked again.
-* every JUDGE_EVERY_S: the judge (streams.canary.judge) on the pairs so far; a decision whose
+* every JUDGE_EVERY_S, in the one worker that owns the task: the judge (streams.canary.judge) on
+  the pairs so far (in every worker the canary runs in, the agent shadows its own share of
+  requests; the judge and the auto start need one actor per task). The owner is the worker the
+  consumer group assigns the canary.pairs partition of the task's key to (pairs are keyed by
+  task; a small agent reads canary.pairs so that its partitions are assigned, and remembers the
+  partition each task's pairs arrive on). Kafka hands each partition to one group member at a
+  time (revoked from the old owner before the new one gets it), so two workers never judge one
+  task at once; a worker that has lost its session is fenced by the promotion rules, which
+  refuse a second action on a candidate. A single worker owns every partition.
+  A decision whose
   outcome or pair count changed is stored in ``canary_decisions`` with its evidence; with
   ``auto_rollback`` an abort, with ``auto_promote`` a promote, is carried out through the
   promotion path (streams.promote.apply); with ``auto_promote`` the newest gate-approved version
@@ -35,13 +46,13 @@ from kernel.warehouse import sql_str as q
 from schemas import messages
 from schemas.events import InvalidMessage, load_message
 from schemas.timefmt import rfc3339
-from schemas.topics import CANARY_PAIRS, DEAD_LETTERS, LIVE_REQUESTS, REVIEW_QUEUE
+from schemas.topics import CANARY_PAIRS, LIVE_REQUESTS, REVIEW_QUEUE
 from serving.config import Route, VersionRef
 
 from . import judge as J
 from . import store as cstore
 from .config import CanaryConfig, canary_config
-from .pairs import in_canary, pair, paired_score, review_item, slice_of
+from .pairs import in_canary, judged_here, pair, paired_score, review_item, slice_of
 
 log = logging.getLogger("flywheel.canary")
 
@@ -84,7 +95,12 @@ class CanaryStage:
                          "invalid": 0, "pairs_written": 0, "disagreements": 0}
         self.publish_pairs = None    # async (list of (key, value)) -> None
         self.publish_review = None   # async (list of (key, value)) -> None
-        self.publish_dead = None     # async (key, value) -> None
+        # which tasks this worker judges: the canary.pairs partitions it is assigned (None: all,
+        # for a stage used on its own), the topic's partition count, where each task's pairs arrived
+        self.assigned = None         # () -> set[int] | None
+        self.partitions = lambda: CANARY_PAIRS.partitions
+        self.seen_on: dict[str, int] = {}
+        self.judging: list[str] | None = None   # the tasks judged at the last look (logged on change)
 
     # -- routes ----------------------------------------------------------------------------------
     def refresh_routes(self) -> None:
@@ -125,12 +141,10 @@ class CanaryStage:
             return      # no canary anywhere: nothing to do (the drift stage dead-letters invalid messages)
         try:
             req = self.decode(raw)
-        except InvalidMessage as exc:
+        except InvalidMessage:
+            # the drift stage reads the same messages and dead-letters the invalid ones; a second
+            # dead letter from here would count every bad message twice
             self.counters["invalid"] += 1
-            if self.publish_dead is not None:
-                key, value = messages.dead_letter(source_topic=LIVE_REQUESTS.name, partition=partition, offset=offset,
-                                                  reason=f"canary: {exc}", original=raw)
-                await self.publish_dead(key, value)
             return
         route = self.routes.get(req["task"])
         if route is None or not route.canary or req["model_version"] != route.serving:
@@ -233,10 +247,22 @@ class CanaryStage:
                     n_slices=known_slices(self.tasks[task]))
         return v, r.canary, r.serving
 
+    def owned(self) -> list[str]:
+        """The tasks this worker judges (see judged_here)."""
+        assigned = self.assigned() if self.assigned is not None else None
+        if assigned is None:
+            return list(self.tasks)
+        n = self.partitions()
+        return [t for t in self.tasks if judged_here(t, assigned, n, self.seen_on.get(t))]
+
     async def judge_all(self) -> list[tuple[str, J.Verdict, str]]:
         await asyncio.to_thread(self.refresh_routes)
         out = []
-        for task in self.tasks:
+        owned = self.owned()
+        if owned != self.judging:   # after a rebalance: which tasks this worker now judges
+            log.info("canary: this worker judges %s", ", ".join(owned) if owned else "no task")
+            self.judging = owned
+        for task in owned:
             try:
                 out.extend(await self._judge_task(task))
             except Exception as exc:
@@ -306,7 +332,7 @@ class CanaryStage:
         c = self.counters
         return (f"canary: {c['shadowed']} shadowed of {c['seen']} seen, {c['shed']} shed, {c['paused']} paused, {c['answered']} answered, "
                 f"{c['timeouts']} timeouts, {c['errors']} errors, {c['disagreements']} disagreements, "
-                f"{len(self.inflight)} in flight; canaries: "
+                f"{len(self.inflight)} in flight; judging {self.owned() or 'no task'}; canaries: "
                 + (", ".join(f"{t}={r.canary}" for t, r in self.routes.items() if r.canary) or "none"))
 
     async def close(self) -> None:
@@ -327,19 +353,24 @@ def install(ctx: WorkerContext) -> None:
     live_topic = app.topic(LIVE_REQUESTS.name, value_serializer="raw", key_serializer="raw")
     pairs_topic = app.topic(CANARY_PAIRS.name, value_serializer="raw", key_serializer="raw")
     review_topic = app.topic(REVIEW_QUEUE.name, value_serializer="raw", key_serializer="raw")
-    dead_topic = app.topic(DEAD_LETTERS.name, value_serializer="raw", key_serializer="raw")
 
     async def send_all(topic, items) -> None:
         for key, value in items:
             await topic.send(key=key, value=value, force=True)
         await app.producer.flush()
 
-    async def publish_dead(key: bytes, value: bytes) -> None:
-        await send_all(dead_topic, [(key, value)])
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == CANARY_PAIRS.name}
 
+    def partitions() -> int:
+        try:
+            return app.consumer.topic_partitions(CANARY_PAIRS.name) or CANARY_PAIRS.partitions
+        except Exception:  # before the consumer has started: the declared count
+            return CANARY_PAIRS.partitions
+
+    stage.assigned, stage.partitions = assigned, partitions
     stage.publish_pairs = lambda items: send_all(pairs_topic, items)
     stage.publish_review = lambda items: send_all(review_topic, items)
-    stage.publish_dead = publish_dead
 
     @app.agent(live_topic, concurrency=1, name="canary-live")
     async def canary_live(stream):
@@ -350,6 +381,19 @@ def install(ctx: WorkerContext) -> None:
                     await stage.offer(m.value, m.partition, m.offset)
                 except Exception:  # never escape: Faust would ack and skip silently
                     log.exception("canary: a live.requests message failed")
+
+    @app.agent(pairs_topic, concurrency=1, name="canary-owner")
+    async def canary_owner(stream):
+        # reads canary.pairs so that the group assigns its partitions (the judge's ownership) and
+        # notes the partition each task's pairs arrive on; the pairs themselves are already stored
+        async for events in stream.take_events(500, 0.5):
+            for ev in events:
+                try:
+                    key = ev.message.key
+                    if key:
+                        stage.seen_on[key.decode()] = ev.message.partition
+                except Exception:  # never escape
+                    log.exception("canary: a canary.pairs message could not be read")
 
     @app.timer(interval=FLUSH_EVERY_S)
     async def canary_flush() -> None:

@@ -37,8 +37,13 @@ from streams.trigger.config import TriggerConfig, trigger_config
 
 CURATION_METRICS = ("off_schema_rate", "low_conf_rate", "confidence_mean", "label_mix")
 LIVE_METRICS = ("input_length", "oov_rate", "agreement_rate")
-METRICS = CURATION_METRICS + LIVE_METRICS
-RATE_METRICS = ("off_schema_rate", "low_conf_rate", "oov_rate", "agreement_rate")
+# of the version in canary, fed by canary.pairs (one value per pair): answers that differ from the
+# serving version's (a failed candidate call counts as differing, as in the judge), failed or
+# timed-out candidate calls, and -- on pairs that carry the teacher's answer -- candidate answers
+# that differ from the teacher's
+CANARY_METRICS = ("canary_disagreement_rate", "canary_error_rate", "canary_wrong_rate")
+METRICS = CURATION_METRICS + LIVE_METRICS + CANARY_METRICS
+RATE_METRICS = ("off_schema_rate", "low_conf_rate", "oov_rate", "agreement_rate") + CANARY_METRICS
 DETECTORS = ("adwin", "page_hinkley", "kswin", "chi2_jsd")
 ALLOWED = {m: ("adwin", "page_hinkley") for m in RATE_METRICS}
 ALLOWED.update(confidence_mean=("page_hinkley", "adwin", "kswin"), input_length=("page_hinkley", "kswin"),
@@ -97,6 +102,9 @@ _DEFAULTS = {
                                    threshold=50.0),
     "oov_rate": DetectorConfig("oov_rate", "adwin", direction="up", min_effect=0.01),
     "agreement_rate": DetectorConfig("agreement_rate", "adwin", direction="down", min_effect=0.01),
+    # a canary sees a share of live traffic: a shorter warm-up and cooldown than the live metrics
+    **{m: DetectorConfig(m, "adwin", direction="up", min_effect=0.02, warmup=200, cooldown_events=2000)
+       for m in CANARY_METRICS},
 }
 
 # key -> (type, low, high); bounds inclusive

@@ -41,7 +41,7 @@ import random
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import river
@@ -140,13 +140,52 @@ class Detector(Protocol):
     def from_state(cls, state: dict) -> "Detector": ...
 
 
-class Adwin:
+class _Base:
+    """What the detectors share: ``drift_detected`` and ``change`` (of the last ``update``), and
+    the snapshot envelope. ``to_state()`` is ``{"kind", "state_version", "params"}`` (``params``:
+    the constructor arguments named in ``param_names``, each kept in the attribute of its name,
+    tuples written as lists), then the detector's own ``_state()``; ``from_state`` checks kind
+    and version, calls the constructor with ``params`` and hands the snapshot to ``_restore``."""
+
+    kind: ClassVar[str]
+    param_names: ClassVar[tuple[str, ...]]
+    _change: Change | None
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._change is not None
+
+    @property
+    def change(self) -> Change | None:
+        return self._change
+
+    def to_state(self) -> dict:
+        params = {k: getattr(self, k) for k in self.param_names}
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}  # LabelMix's labels
+        return {"kind": self.kind, "state_version": STATE_VERSION, "params": params, **self._state()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        _check(state, cls.kind)
+        det = cls(**state["params"])
+        det._restore(state)
+        return det
+
+    def _state(self) -> dict:
+        raise NotImplementedError
+
+    def _restore(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class Adwin(_Base):
     """river's ADWIN; a change is what ADWIN dropped (``before``) against what it kept."""
 
     kind = "adwin"
     categorical = False
     refine_after = True
     config_keys = ("delta", "clock", "direction", "min_effect", "cooldown_events")
+    param_names = ("delta", "clock")
 
     def __init__(self, delta: float = 1e-4, clock: int = 32) -> None:
         self.delta, self.clock = delta, clock
@@ -156,14 +195,6 @@ class Adwin:
     @classmethod
     def from_config(cls, cfg: DetectorConfig, labels=None) -> "Adwin":
         return cls(delta=cfg.delta, clock=cfg.clock)
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._change is not None
-
-    @property
-    def change(self) -> Change | None:
-        return self._change
 
     def update(self, x: float) -> None:
         ad = self._ad
@@ -182,16 +213,11 @@ class Adwin:
     def statistic(self) -> float:
         return float(self._ad.width)
 
-    def to_state(self) -> dict:
-        return {"kind": self.kind, "state_version": STATE_VERSION,
-                "params": {"delta": self.delta, "clock": self.clock},
-                "river_version": river.__version__,
+    def _state(self) -> dict:
+        return {"river_version": river.__version__,
                 "river_adwin_pickle": base64.b64encode(pickle.dumps(self._ad, protocol=4)).decode()}
 
-    @classmethod
-    def from_state(cls, state: dict) -> "Adwin":
-        _check(state, cls.kind)
-        det = cls(**state["params"])
+    def _restore(self, state: dict) -> None:
         try:
             ad = pickle.loads(base64.b64decode(state["river_adwin_pickle"]))
         except Exception as exc:
@@ -199,8 +225,7 @@ class Adwin:
                              f"{state.get('river_version')} ({exc})") from None
         if not isinstance(ad, rdrift.ADWIN):
             raise StateError(f"the ADWIN snapshot holds a {type(ad).__name__}")
-        det._ad = ad
-        return det
+        self._ad = ad
 
     @classmethod
     def adopt(cls, ad: rdrift.ADWIN, delta: float, clock: int) -> "Adwin":
@@ -210,7 +235,7 @@ class Adwin:
         return det
 
 
-class PageHinkley:
+class PageHinkley(_Base):
     """The Page-Hinkley test (river's ``PageHinkley`` with ``alpha=1``, ``min_instances=1``: the
     same sums, the same decisions) on z-scores: the first ``warmup`` values calibrate mean and
     sd, so ``delta`` and ``threshold`` are in standard deviations whatever the metric's scale.
@@ -220,6 +245,7 @@ class PageHinkley:
     categorical = False
     refine_after = False
     config_keys = ("delta", "threshold", "warmup", "direction", "min_effect", "cooldown_events")
+    param_names = ("delta", "threshold", "warmup", "mode")
     RECENT = 100  # the last values: the "after" of a change
 
     def __init__(self, delta: float = 0.25, threshold: float = 50.0, warmup: int = 500, mode: str = "both") -> None:
@@ -247,14 +273,6 @@ class PageHinkley:
         self.mean = 0.0  # their running mean (z units)
         self.sum_inc, self.sum_dec = 0.0, 0.0
         self.min_inc, self.max_dec = math.inf, -math.inf
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._change is not None
-
-    @property
-    def change(self) -> Change | None:
-        return self._change
 
     def update(self, x: float) -> None:
         self._change = None
@@ -292,28 +310,21 @@ class PageHinkley:
             return 0.0
         return float(max(self.sum_inc - self.min_inc, self.max_dec - self.sum_dec, 0.0))
 
-    def to_state(self) -> dict:
-        return {"kind": self.kind, "state_version": STATE_VERSION,
-                "params": {"delta": self.delta, "threshold": self.threshold, "warmup": self.warmup,
-                           "mode": self.mode},
-                "recent": list(self.recent), "calibration": self.calib.to_state(), "calibrated": self.calibrated,
+    def _state(self) -> dict:
+        return {"recent": list(self.recent), "calibration": self.calib.to_state(), "calibrated": self.calibrated,
                 "mu": self.mu, "sd": self.sd,
                 # min_inc/max_dec are infinite until the first tested value (n = 0): not written then
                 "test": [self.n, self.mean, self.sum_inc, self.sum_dec, self.min_inc, self.max_dec] if self.n else None}
 
-    @classmethod
-    def from_state(cls, state: dict) -> "PageHinkley":
-        _check(state, cls.kind)
-        det = cls(**state["params"])
-        det.recent.extend(state["recent"])
-        det.calib = Welford(*state["calibration"])
-        det.calibrated, det.mu, det.sd = bool(state["calibrated"]), state["mu"], state["sd"]
+    def _restore(self, state: dict) -> None:
+        self.recent.extend(state["recent"])
+        self.calib = Welford(*state["calibration"])
+        self.calibrated, self.mu, self.sd = bool(state["calibrated"]), state["mu"], state["sd"]
         if state["test"] is not None:
-            det.n, det.mean, det.sum_inc, det.sum_dec, det.min_inc, det.max_dec = state["test"]
-        return det
+            self.n, self.mean, self.sum_inc, self.sum_dec, self.min_inc, self.max_dec = state["test"]
 
 
-class Kswin:
+class Kswin(_Base):
     """KSWIN (river's algorithm: a two-sample KS test of the newest ``stat_size`` values
     against ``stat_size`` drawn from the older rest of a ``window_size`` window; a change needs
     p <= ``alpha`` and a KS statistic above 0.1) on every ``sample_every``-th value. After a
@@ -323,6 +334,7 @@ class Kswin:
     categorical = False
     refine_after = False
     config_keys = ("alpha", "window_size", "stat_size", "sample_every", "direction", "min_effect", "cooldown_events")
+    param_names = ("alpha", "window_size", "stat_size", "sample_every", "seed")
 
     def __init__(self, alpha: float = 1e-5, window_size: int = 300, stat_size: int = 100, sample_every: int = 10,
                  seed: int = 7) -> None:
@@ -344,14 +356,6 @@ class Kswin:
         self.window: deque[float] = deque(maxlen=self.window_size)
         self._rng = random.Random(self.seed)
         self._restart_due = False
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._change is not None
-
-    @property
-    def change(self) -> Change | None:
-        return self._change
 
     def update(self, x: float) -> None:
         self._change = None
@@ -384,23 +388,16 @@ class Kswin:
     def statistic(self) -> float:
         return self.p_value
 
-    def to_state(self) -> dict:
+    def _state(self) -> dict:
         version, internal, gauss = self._rng.getstate()
-        return {"kind": self.kind, "state_version": STATE_VERSION,
-                "params": {"alpha": self.alpha, "window_size": self.window_size, "stat_size": self.stat_size,
-                           "sample_every": self.sample_every, "seed": self.seed},
-                "i": self.i, "p_value": self.p_value, "window": list(self.window), "restart_due": self._restart_due,
+        return {"i": self.i, "p_value": self.p_value, "window": list(self.window), "restart_due": self._restart_due,
                 "rng": [version, list(internal), gauss]}
 
-    @classmethod
-    def from_state(cls, state: dict) -> "Kswin":
-        _check(state, cls.kind)
-        det = cls(**state["params"])
-        det.i, det.p_value, det._restart_due = state["i"], state["p_value"], bool(state["restart_due"])
-        det.window.extend(state["window"])
+    def _restore(self, state: dict) -> None:
+        self.i, self.p_value, self._restart_due = state["i"], state["p_value"], bool(state["restart_due"])
+        self.window.extend(state["window"])
         version, internal, gauss = state["rng"]
-        det._rng.setstate((version, tuple(internal), gauss))
-        return det
+        self._rng.setstate((version, tuple(internal), gauss))
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -442,7 +439,7 @@ def chi2_two_sample(counts: np.ndarray, ref_counts: np.ndarray) -> tuple[float, 
     return stat, float(chi2.sf(stat, table.shape[1] - 1))
 
 
-class LabelMix:
+class LabelMix(_Base):
     """Every ``window`` labels, test their mix against the training reference: a change needs
     both a two-sample chi-square p-value below ``alpha`` (it is not noise in the window nor in
     the reference, which is itself a sample) and a Jensen-Shannon divergence
@@ -454,6 +451,7 @@ class LabelMix:
     categorical = True
     refine_after = False
     config_keys = ("window", "alpha", "min_jsd", "clear_windows", "cooldown_events")
+    param_names = ("labels", "window", "alpha", "min_jsd", "clear_windows", "smoothing", "min_reference")
 
     def __init__(self, labels: tuple[str, ...], window: int = 1000, alpha: float = 1e-6, min_jsd: float = 0.01,
                  clear_windows: int = 3, smoothing: float = 0.5, min_reference: int = 200) -> None:
@@ -476,19 +474,6 @@ class LabelMix:
     def from_config(cls, cfg: DetectorConfig, labels: tuple[str, ...] | None = None) -> "LabelMix":
         return cls(labels or (), window=cfg.window, alpha=cfg.alpha, min_jsd=cfg.min_jsd,
                    clear_windows=cfg.clear_windows, smoothing=cfg.smoothing, min_reference=cfg.min_reference)
-
-    def _params(self) -> dict:
-        return {"labels": list(self.labels), "window": self.window, "alpha": self.alpha, "min_jsd": self.min_jsd,
-                "clear_windows": self.clear_windows, "smoothing": self.smoothing,
-                "min_reference": self.min_reference}
-
-    @property
-    def drift_detected(self) -> bool:
-        return self._change is not None
-
-    @property
-    def change(self) -> Change | None:
-        return self._change
 
     def set_reference(self, label_counts: dict[str, int]) -> None:
         n = sum(label_counts.get(lab, 0) for lab in self.labels)
@@ -536,22 +521,16 @@ class LabelMix:
     def statistic(self) -> float:
         return self.last_stat
 
-    def to_state(self) -> dict:
-        return {"kind": self.kind, "state_version": STATE_VERSION, "params": self._params(),
-                "counts": list(self.counts), "n": self.n, "in_drift": self.in_drift, "clear": self.clear,
+    def _state(self) -> dict:
+        return {"counts": list(self.counts), "n": self.n, "in_drift": self.in_drift, "clear": self.clear,
                 "last_stat": self.last_stat, "last_jsd": self.last_jsd}
 
-    @classmethod
-    def from_state(cls, state: dict) -> "LabelMix":
-        _check(state, cls.kind)
-        params = dict(state["params"])
-        det = cls(tuple(params.pop("labels")), **params)
-        if len(state["counts"]) != len(det.labels):
-            raise StateError(f"label_mix snapshot has {len(state['counts'])} counts for {len(det.labels)} labels")
-        det.counts, det.n = [int(c) for c in state["counts"]], int(state["n"])
-        det.in_drift, det.clear = bool(state["in_drift"]), int(state["clear"])
-        det.last_stat, det.last_jsd = float(state["last_stat"]), float(state["last_jsd"])
-        return det
+    def _restore(self, state: dict) -> None:
+        if len(state["counts"]) != len(self.labels):
+            raise StateError(f"label_mix snapshot has {len(state['counts'])} counts for {len(self.labels)} labels")
+        self.counts, self.n = [int(c) for c in state["counts"]], int(state["n"])
+        self.in_drift, self.clear = bool(state["in_drift"]), int(state["clear"])
+        self.last_stat, self.last_jsd = float(state["last_stat"]), float(state["last_jsd"])
 
 
 # the detector of each config name: chosen once, when a monitor is built or restored

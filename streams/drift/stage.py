@@ -4,6 +4,10 @@
   confidence_mean and label_mix;
 * an agent on ``live.requests`` (raw bytes, batches, concurrency 1): input_length, oov_rate,
   agreement_rate; invalid messages become dead letters;
+* an agent on ``canary.pairs`` (raw bytes, batches, concurrency 1): canary_disagreement_rate,
+  canary_error_rate and canary_wrong_rate of the version in canary against the serving one (the
+  same detectors, alert gate, windows and alerts as every other metric; a new pair of versions
+  restarts them); invalid pairs become dead letters;
 * after every batch: new alerts go to ``drift.alerts`` and ``drift_alerts``, then the state of
   the tasks the batch touched is snapshotted to ``drift_state`` -- all before the batch's
   offsets are committed;
@@ -18,6 +22,8 @@ import logging
 import time
 from datetime import datetime, timezone
 
+import orjson
+
 from kernel import metrics
 from kernel.retry import retry_forever
 from kernel.stage import WorkerContext
@@ -25,12 +31,12 @@ from kernel.tasks import TaskConfig, label_of
 from schemas import messages
 from schemas.events import InvalidMessage, SchemaError, load_message, parse_ts
 from schemas.timefmt import ch_time
-from schemas.topics import DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
+from schemas.topics import CANARY_PAIRS, DEAD_LETTERS, DRIFT_ALERTS, LIVE_REQUESTS, RETRAIN_REQUESTS
 from streams.curate.policy import Decision, Message
 from streams.curate.rows import dead_letter
 from streams.drift import store as dstore
 from streams.drift.config import CURATION_METRICS, StageConfig, stage_config
-from streams.drift.state import TaskDrift
+from streams.drift.state import TaskDrift, canary_values
 from streams.trigger import store as tstore
 
 log = logging.getLogger("flywheel.drift")
@@ -53,6 +59,21 @@ def decode_live(raw: bytes | None, tasks) -> dict:
         raise LiveInvalid(f"unknown task {obj['task']!r}; declared tasks: {sorted(tasks)}")
     obj["_ts"] = ts.timestamp()
     return obj
+
+
+def decode_pair(raw: bytes | None, tasks) -> tuple[str, tuple]:
+    """Bytes to (task, observe_canary_batch item) for a valid canary.pairs message of a known
+    task, or LiveInvalid naming the problem."""
+    obj = load_message(raw, CANARY_PAIRS.schema)
+    try:
+        ts = parse_ts(obj["ts"]).timestamp()
+    except SchemaError as exc:
+        raise LiveInvalid(f"schema: {exc}") from None
+    if obj["task"] not in tasks:
+        raise LiveInvalid(f"unknown task {obj['task']!r}; declared tasks: {sorted(tasks)}")
+    disagree, error, wrong = canary_values(obj)
+    return obj["task"], (f"{obj['candidate_version']}:{obj['request_id']}", obj["incumbent_version"],
+                         obj["candidate_version"], disagree, error, wrong, ts)
 
 
 class DriftStage:
@@ -156,6 +177,28 @@ class DriftStage:
         if dead and self.publish_dead is not None:
             await _retry("publish live.requests dead letters", self._send_dead, dead)
         await self.commit(touched, alerts)
+
+    async def process_pairs(self, messages: list[Message]) -> None:
+        """A batch of canary.pairs: the canary metrics of the serving/candidate versions."""
+        t0 = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        dead: list[tuple[bytes, bytes]] = []
+        per_task: dict[str, list] = {}
+        for m in messages:
+            try:
+                task, item = decode_pair(m.value, self.tasks)
+            except LiveInvalid as exc:
+                dead.append(dead_letter(Decision("invalid", str(exc), m), now))
+                continue
+            per_task.setdefault(task, []).append(item)
+        alerts: list[dict] = []
+        for name, items in per_task.items():
+            alerts += self.drift[name].observe_canary_batch(items, now)
+        self.events += len(messages)
+        self.busy_s += time.perf_counter() - t0
+        if dead and self.publish_dead is not None:
+            await _retry("publish canary.pairs dead letters", self._send_dead, dead)
+        await self.commit(set(per_task), alerts)
 
     async def _send_dead(self, dead):
         for key, value in dead:
@@ -271,6 +314,7 @@ def install(ctx: WorkerContext) -> None:
     requests_topic = app.topic(RETRAIN_REQUESTS.name, value_serializer="raw", key_serializer="raw")
     dead_topic = app.topic(DEAD_LETTERS.name, value_serializer="raw", key_serializer="raw")
     live_topic = app.topic(LIVE_REQUESTS.name, value_serializer="raw", key_serializer="raw")
+    pairs_topic = app.topic(CANARY_PAIRS.name, value_serializer="raw", key_serializer="raw")
 
     async def publish_alert(a: dict) -> None:
         await alerts_topic.send(key=a["task"].encode(), value=messages.encode(DRIFT_ALERTS, a), force=True)
@@ -283,7 +327,7 @@ def install(ctx: WorkerContext) -> None:
     async def publish_dead(key: bytes, value: bytes) -> None:
         await dead_topic.send(key=key, value=value, force=True)
         await app.producer.flush()
-        metrics.DEAD_LETTERS.labels(LIVE_REQUESTS.name).inc()
+        metrics.DEAD_LETTERS.labels(orjson.loads(value).get("source_topic", LIVE_REQUESTS.name)).inc()
 
     stage.publish_alert, stage.publish_request, stage.publish_dead = publish_alert, publish_request, publish_dead
     ctx.curate_hooks.append(stage.on_curated)
@@ -298,6 +342,16 @@ def install(ctx: WorkerContext) -> None:
                                           for m in (ev.message for ev in events)])
             except Exception:  # never escape: Faust would ack and skip silently
                 log.exception("drift: a live.requests batch failed; its statistics may be incomplete")
+
+    @app.agent(pairs_topic, concurrency=1, name="drift-canary-pairs")
+    async def drift_pairs(stream):
+        async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
+            metrics.EVENTS_IN.labels("drift", CANARY_PAIRS.name).inc(len(events))
+            try:
+                await stage.process_pairs([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
+                                           for m in (ev.message for ev in events)])
+            except Exception:  # never escape: Faust would ack and skip silently
+                log.exception("drift: a canary.pairs batch failed; its statistics may be incomplete")
 
     @app.timer(interval=WINDOW_FLUSH_S)
     async def drift_windows() -> None:
@@ -338,4 +392,4 @@ def install(ctx: WorkerContext) -> None:
         log.info(stage.status_line())
 
 
-__all__ = ["install", "DriftStage", "decode_live", "CURATION_METRICS"]
+__all__ = ["install", "DriftStage", "decode_live", "decode_pair", "CURATION_METRICS"]

@@ -137,7 +137,10 @@ class TaskDrift:
         self.cfg = cfg
         self.window_seconds = window_seconds
         self.monitors: dict[str, Monitor] = {}
-        self.seen = {"curation": SeenIds(seen_capacity), "live": SeenIds(seen_capacity)}
+        self.seen = {"curation": SeenIds(seen_capacity), "live": SeenIds(seen_capacity),
+                     "canary": SeenIds(seen_capacity)}
+        # the (serving, candidate) versions the canary metrics are of; another pair restarts them
+        self.canary_versions: tuple[str, str] | None = None
         self.windows: dict[str, dict[int, WindowAcc]] = {}
         self.unpublished: list[dict] = []  # alerts made but not yet sent and stored
         self.version = 0
@@ -172,6 +175,7 @@ class TaskDrift:
             "windows": {m: [[w, a.n, a.total, a.verdict, a.alerts, a.labels] for w, a in wins.items()]
                         for m, wins in self.windows.items()},
             "unpublished": list(self.unpublished),
+            "canary_versions": list(self.canary_versions) if self.canary_versions else None,
         }
 
     @classmethod
@@ -210,6 +214,8 @@ class TaskDrift:
                     td.windows[metric] = {int(w): WindowAcc(n, total, verdict, alerts, dict(labels), True)
                                           for w, n, total, verdict, alerts, labels in rows}
         td.unpublished = list(state["unpublished"])
+        cv = state.get("canary_versions")  # absent in snapshots written before the canary metrics
+        td.canary_versions = (str(cv[0]), str(cv[1])) if cv else None
         return td
 
     def dumps(self) -> bytes:
@@ -296,6 +302,46 @@ class TaskDrift:
             self._feed_many("agreement_rate", [1.0 if it[2] else 0.0 for it in sampled], sampled, ws, now, out)
         return out
 
+    def observe_canary_batch(self, items: list[tuple[str, str, str, bool, bool, bool | None, float]],
+                             now: datetime) -> list[dict]:
+        """Canary pairs (event id, serving version, candidate version, disagree, error, wrong
+        or None without a teacher answer, ts), in order; see ``canary_values``. The canary
+        metrics are of one (serving, candidate) pair of versions: a pair of other versions
+        restarts their detectors (a new candidate is a new stream, not a change of the old one)
+        -- the alerts and windows name the versions. Replayed pairs are skipped."""
+        add = self.seen["canary"].add
+        items = [it for it in items if add(it[0])]
+        out: list[dict] = []
+        start = 0
+        while start < len(items):   # runs of one pair of versions
+            key = (items[start][1], items[start][2])
+            end = start
+            while end < len(items) and (items[end][1], items[end][2]) == key:
+                end += 1
+            if key != self.canary_versions:
+                self._restart_canary(key)
+            run = items[start:end]
+            ws = self.window_seconds
+            mons = self.monitors
+            if "canary_disagreement_rate" in mons:
+                self._feed_many("canary_disagreement_rate", [float(it[3]) for it in run], run, ws, now, out)
+            if "canary_error_rate" in mons:
+                self._feed_many("canary_error_rate", [float(it[4]) for it in run], run, ws, now, out)
+            if "canary_wrong_rate" in mons:
+                taught = [it for it in run if it[5] is not None]
+                self._feed_many("canary_wrong_rate", [float(it[5]) for it in taught], taught, ws, now, out)
+            start = end
+        return out
+
+    def _restart_canary(self, key: tuple[str, str]) -> None:
+        from streams.drift.config import CANARY_METRICS
+
+        for metric in CANARY_METRICS:
+            c = self.cfg.active(metric)
+            if c is not None:
+                self.monitors[metric] = Monitor(c, self.labels)
+        self.canary_versions = key
+
     def _feed_many(self, metric: str, xs: list, items: list, ws: int, now: datetime, out: list,
                    raw: list[float] | None = None) -> None:
         """Feed one metric's values (items[i] is the event of xs[i]: id first, ts last)."""
@@ -353,6 +399,7 @@ class TaskDrift:
                 "window_seconds": self.window_seconds,
                 "config": {k: getattr(mon.cfg, k) for k in type(mon.det).config_keys},
                 **{k: v for k, v in ch.detail.items()},
+                **self._versions(metric),
             },
             "schema_version": SCHEMA_VERSION,
         }
@@ -360,6 +407,12 @@ class TaskDrift:
             alert["reference"] = 0.0  # the divergence of the reference from itself
         self.unpublished.append(alert)
         return alert
+
+    def _versions(self, metric: str) -> dict[str, str]:
+        """The versions a canary metric is of (for alerts and windows); nothing for the others."""
+        if not metric.startswith("canary_") or self.canary_versions is None:
+            return {}
+        return {"serving_version": self.canary_versions[0], "candidate_version": self.canary_versions[1]}
 
     # -- windows to rows -------------------------------------------------------------------
     def window_rows(self, updated_at: str, keep_windows: int = 3) -> list[dict]:
@@ -403,6 +456,7 @@ class TaskDrift:
             statistic = mon.statistic()
         if not verdict:
             verdict = "warmup" if mon.n < mon.cfg.warmup else "ok"
+        detail.update(self._versions(metric))
         return {
             "task": self.task, "metric": metric, "detector": mon.cfg.detector,
             "window_start": ch_time(w, 0),
@@ -412,6 +466,32 @@ class TaskDrift:
             "verdict": verdict, "alerts": acc.alerts,
             "detail": _json(detail), "updated_at": updated_at,
         }
+
+
+def canary_values(pair: dict) -> tuple[bool, bool, bool | None]:
+    """The canary metrics' values of one canary.pairs message: (disagree, error, wrong).
+    disagree: the candidate's answer differs from the serving version's, or the candidate
+    failed (the judge counts it so too); error: the candidate call failed or timed out; wrong:
+    the candidate's answer differs from the teacher's (a failure is wrong), None without a
+    teacher answer."""
+    error = bool(pair.get("error"))
+    disagree = error or pair.get("agree") is False
+    teacher, cand = pair.get("teacher_answer"), pair.get("candidate_answer")
+    if teacher is None:
+        wrong = None
+    elif error or cand is None:
+        wrong = True
+    else:
+        wrong = _norm_answer(cand) != _norm_answer(teacher)
+    return disagree, error, wrong
+
+
+def _norm_answer(x) -> str:
+    """Answers compared as the canary compares them: case- and whitespace-insensitive text,
+    objects by canonical JSON."""
+    if isinstance(x, str):
+        return " ".join(x.split()).casefold()
+    return orjson.dumps(x, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _json(obj) -> str:

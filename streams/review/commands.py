@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
-from kernel.cli import UsageFailure, ctx
+from kernel.cli import RunFailure, UsageFailure, ctx
 from kernel.commands import gold
 
 
@@ -106,11 +106,15 @@ def gold_grow(task_name):
     a model version, or of a gold example, are refused; the reasons are printed and kept in
     review_routing. The gate pins a fresh baseline for the new version when it first uses it.
     """
+    from kernel.gold import GoldError
     from streams.review.grow import grow
 
     task = ctx().task(task_name)
     with ctx().store() as store:
-        res = grow(store, task)
+        try:
+            res = grow(store, task)
+        except GoldError as exc:  # another writer held the version too long
+            raise RunFailure(str(exc)) from None
     click.echo(res.summary())
     for item_id, reason in res.refused:
         click.echo(f"  refused {item_id}: {reason}")

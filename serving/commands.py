@@ -22,7 +22,8 @@ DEFAULT_ROUTER = "http://127.0.0.1:8000"
               help="The CPU model server's port (vLLM's API, adapters by version name); 0: none.")
 @click.option("--backend", "backends", multiple=True, metavar="[KIND=]URL", envvar="FLYWHEEL_SERVE_BACKENDS",
               help="A model server speaking vLLM's API for a student kind (causal_lm=http://vllm:8000, "
-                   "encoder_classifier=URL) or a bare URL for both; kinds without one use the in-process engine.")
+                   "encoder_full=URL; kinds: encoder_classifier, encoder_full, embedding_head, causal_lm) or a bare "
+                   "URL for every kind; kinds without one use the in-process engine.")
 @click.option("--max-adapters", type=int, default=8, show_default=True,
               help="Adapters kept loaded; the serving, previous and canary versions of every task always stay.")
 @click.option("--no-publish", is_flag=True, help="Do not publish served requests on live.requests.")
@@ -31,7 +32,8 @@ def serve_cmd(host, port, model_port, backends, max_adapters, no_publish, verbos
     """Serve every task's serving version (from model.config) and publish live.requests.
 
     Runs the router and, unless every student kind has a --backend, the CPU model server with
-    one base model per base and the adapters of the versions in use. New model.config records
+    one base model per base and the versions in use (LoRA adapters, fully fine-tuned encoders,
+    linear heads on a frozen encoder). New model.config records
     (`flywheel promote`, `flywheel rollback`) apply within a second, without failing a request.
     """
     import os

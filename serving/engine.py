@@ -1,10 +1,18 @@
-"""The inference engine: one base model in memory per base, several LoRA adapters on it at once.
+"""The inference engine: one base model in memory per base, several LoRA adapters on it at once,
+and the student kinds that are not LoRA adapters (a fully fine-tuned encoder, a linear head on a
+frozen encoder).
 
-An adapter is what the training worker writes (training/artifacts.py):
+An adapter ("version") is what the training worker writes (training/registry/artifacts.py):
 
     <version dir>/train_config.json      student and hyperparameters (base_model, max_length, ...)
-    <version dir>/adapter/               adapter weights + tokenizer + labels.json (encoder)
-                                         or chat.json (causal LM: system prompt, max_new_tokens)
+    <version dir>/adapter/               by student kind:
+        encoder_classifier               LoRA weights (adapter_config.json) + tokenizer + labels.json
+        causal_lm                        LoRA weights + tokenizer + chat.json (system prompt, max_new_tokens)
+        encoder_full                     the whole fine-tuned model (config.json, weights) + tokenizer + labels.json
+        embedding_head                   head.safetensors (weight, bias) + labels.json + student.json
+
+A fully fine-tuned encoder is its own model (one group per folder, 22M parameters); heads on one
+frozen base share that base (one group per base), each head a [labels, dim] matrix.
 
 Adapters on the same base share one model object (peft multi-adapter: ``load_adapter`` and
 ``set_adapter``); the adapter is chosen per call by name. Encoder students carry their own
@@ -27,11 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .encoders import BaseModelError, encode_texts, load_encoder_base, load_sentence_encoder, pool
+
+__all__ = ["Engine", "AdapterError", "AdapterNotFound", "AdapterConflict", "AdapterInfo", "read_adapter",
+           "encode_texts", "load_encoder_base", "load_causal_base", "ENCODER", "FULL", "HEAD", "CAUSAL",
+           "CLASSIFIERS", "KINDS"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ENCODER = "encoder_classifier"
+FULL = "encoder_full"
+HEAD = "embedding_head"
 CAUSAL = "causal_lm"
+CLASSIFIERS = (ENCODER, FULL, HEAD)       # answer /classify: a label and its probabilities
+KINDS = CLASSIFIERS + (CAUSAL,)           # every student kind the trainer registers
+LORA = (ENCODER, CAUSAL)                  # adapters attached to a shared base through peft
 
 
 class AdapterError(ValueError):
@@ -50,7 +69,7 @@ class AdapterConflict(AdapterError):
 class AdapterInfo:
     """What an adapter directory says about itself."""
     path: Path                      # the adapter directory (adapter_config.json inside)
-    student: str                    # encoder_classifier | causal_lm
+    student: str                    # one of KINDS
     base_model: str                 # as configured ([train] base_model)
     max_length: int = 128
     quantization: str = "auto"
@@ -74,27 +93,6 @@ def token_ids(out) -> list[int]:
     if isinstance(out, dict) or hasattr(out, "keys"):
         out = out["input_ids"]
     return list(out)
-
-
-def encode_texts(tok, texts: Sequence[str], max_length: int):
-    return tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-
-
-def load_encoder_base(base: str, labels: Sequence[str]):
-    """Tokenizer and sequence-classification model of an encoder base, offline."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected: the adapter brings it
-    try:
-        tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, local_files_only=True)
-    except OSError as exc:
-        raise AdapterError(f"cannot load base model {base!r} offline ({exc}); the adapter was trained on it: "
-                           "make it available at that path") from None
-    return tok, model
 
 
 def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | None = None):
@@ -132,49 +130,77 @@ def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | Non
     return tok, model
 
 
+def _kind_of_folder(d: Path) -> str | None:
+    """The student kind a folder's files say it holds (None: not a model folder)."""
+    if (d / "adapter_config.json").is_file():
+        return "lora"
+    if (d / "head.safetensors").is_file():
+        return HEAD
+    if (d / "config.json").is_file() and (d / "labels.json").is_file():
+        return FULL
+    return None
+
+
 def adapter_dir(path: str | Path) -> Path:
-    """The adapter directory for a version directory or an adapter directory."""
+    """The model folder for a version directory or a model folder (adapter/ of a version)."""
     p = Path(path)
-    if (p / "adapter" / "adapter_config.json").is_file():
+    if _kind_of_folder(p / "adapter"):
         return p / "adapter"
-    if (p / "adapter_config.json").is_file():
+    if _kind_of_folder(p):
         return p
-    raise AdapterNotFound(f"{p}: no adapter here (no adapter_config.json in it or in {p / 'adapter'}); "
-                          "give the adapter directory of a trained version (model_registry.adapter_uri)")
+    raise AdapterNotFound(f"{p}: no adapter here (no adapter_config.json, head.safetensors or config.json with "
+                          f"labels.json in it or in {p / 'adapter'}); give the adapter directory of a trained "
+                          "version (model_registry.adapter_uri)")
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{path}: unreadable ({exc})") from None
 
 
 def read_adapter(path: str | Path) -> AdapterInfo:
-    """Describe an adapter from the files the training worker wrote."""
+    """Describe a trained version's model folder from the files the training worker wrote."""
     d = adapter_dir(path)
-    try:
-        acfg = json.loads((d / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{d / 'adapter_config.json'}: unreadable ({exc})") from None
+    folder = _kind_of_folder(d)
+    acfg = _json(d / "adapter_config.json") if folder == "lora" else {}
     hp: dict = {}
     student = None
     tc = d.parent / "train_config.json"
     if tc.is_file():
-        doc = json.loads(tc.read_text())
+        doc = _json(tc)
         hp, student = doc.get("hyperparameters") or {}, doc.get("student")
-    labels = chat = None
+    labels = chat = meta = None
     if (d / "labels.json").is_file():
-        labels = tuple(json.loads((d / "labels.json").read_text()))
+        labels = tuple(_json(d / "labels.json"))
     if (d / "chat.json").is_file():
-        chat = json.loads((d / "chat.json").read_text())
-    student = student or (ENCODER if labels is not None else CAUSAL if chat is not None else None)
-    if student not in (ENCODER, CAUSAL):
-        raise AdapterError(f"{d}: cannot tell the student kind (no train_config.json next to it, and neither "
-                           "labels.json nor chat.json in it)")
-    if student == ENCODER and not labels:
-        raise AdapterError(f"{d}: an encoder_classifier adapter needs labels.json")
+        chat = _json(d / "chat.json")
+    if (d / "student.json").is_file():
+        meta = _json(d / "student.json")
+    if student is None:
+        student = (folder if folder in (FULL, HEAD) else ENCODER if labels is not None
+                   else CAUSAL if chat is not None else None)
+    if student not in KINDS:
+        raise AdapterError(f"{d}: cannot tell the student kind (no train_config.json next to it naming one of "
+                           f"{', '.join(KINDS)}, and neither labels.json nor chat.json in it)")
+    expected = "lora" if student in LORA else student
+    if folder != expected:
+        raise AdapterError(f"{d}: train_config.json says {student}, but the folder holds "
+                           f"{'a LoRA adapter' if folder == 'lora' else folder} files; the version is damaged: "
+                           "train it again")
+    if student in CLASSIFIERS and not labels:
+        raise AdapterError(f"{d}: an {student} model needs labels.json")
     if student == CAUSAL and chat is None:
         raise AdapterError(f"{d}: a causal_lm adapter needs chat.json (system_prompt, max_new_tokens)")
-    base = hp.get("base_model") or acfg.get("base_model_name_or_path")
+    base = hp.get("base_model") or acfg.get("base_model_name_or_path") or (meta or {}).get("base_model")
+    if student == FULL:
+        base = base or str(d)   # the folder is the whole model; base_model names where it started from
     if not base:
-        raise AdapterError(f"{d}: no base model named (train_config.json hyperparameters.base_model or "
-                           "adapter_config.json base_model_name_or_path)")
-    return AdapterInfo(path=d.resolve(), student=student, base_model=base,
-                       max_length=int(hp.get("max_length") or (128 if student == ENCODER else 512)),
+        raise AdapterError(f"{d}: no base model named (train_config.json hyperparameters.base_model, "
+                           "adapter_config.json base_model_name_or_path or student.json base_model)")
+    max_length = (meta or {}).get("max_length") or hp.get("max_length") or (512 if student == CAUSAL else 128)
+    return AdapterInfo(path=d.resolve(), student=student, base_model=base, max_length=int(max_length),
                        quantization=hp.get("quantization", "auto"), labels=labels,
                        system_prompt=(chat or {}).get("system_prompt"),
                        max_new_tokens=(chat or {}).get("max_new_tokens"))
@@ -182,11 +208,18 @@ def read_adapter(path: str | Path) -> AdapterInfo:
 
 @dataclass
 class _Group:
-    """One base model and the adapters loaded on it."""
+    """One base model and the adapters loaded on it (LoRA kinds), one fully fine-tuned encoder
+    (encoder_full), or one frozen encoder and the linear heads on it (embedding_head)."""
     key: tuple
-    model: Any                        # a PeftModel once the first adapter is on it
+    model: Any                        # LoRA kinds: a PeftModel once the first adapter is on it
     base_tokenizer: Any
     adapters: dict[str, AdapterInfo] = field(default_factory=dict)
+    heads: dict[str, tuple] = field(default_factory=dict)            # embedding_head: name -> (weight, bias)
+    # LoRA kinds: name -> peft adapter name. peft matches adapter names against module names
+    # (a name holding "classifier" is refused next to the head's modules_to_save), so the
+    # adapters get neutral slot names of their own
+    slots: dict[str, str] = field(default_factory=dict)
+    next_slot: int = 0
     tokenizers: dict[str, Any] = field(default_factory=dict)
     shared_tokenizers: dict[str, Any] = field(default_factory=dict)   # content hash -> tokenizer
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -280,45 +313,80 @@ class Engine:
                 if last:                 # the last adapter: free the base model too
                     del self._groups[g.key]
             with g.lock:
-                g.adapters.pop(name, None)
+                info = g.adapters.pop(name, None)
                 g.tokenizers.pop(name, None)
+                g.heads.pop(name, None)
                 if last:
                     g.model = None
                     return
                 if g.active == name:
                     g.active = None
-                g.model.delete_adapter(name)
+                slot = g.slots.pop(name, None)
+                if info is not None and info.student in LORA and slot is not None:
+                    g.model.delete_adapter(slot)
 
     @staticmethod
     def _key(info: AdapterInfo) -> tuple:
+        if info.student == FULL:            # the folder is the model: nothing to share
+            return (FULL, str(info.path))
         from .gguf import resolve_base_model
 
         base = resolve_base_model(info.base_model)
         if info.student == ENCODER:
             return (ENCODER, base, len(info.labels or ()))
+        if info.student == HEAD:
+            return (HEAD, base)
         return (CAUSAL, base, info.quantization)
 
     def _new_group(self, key: tuple, info: AdapterInfo) -> _Group:
-        if info.student == ENCODER:
-            tok, model = load_encoder_base(key[1], info.labels)
-        else:
-            own = str(info.path) if (info.path / "tokenizer_config.json").is_file() else None
-            tok, model = load_causal_base(key[1], info.quantization, own)
+        try:
+            if info.student == ENCODER:
+                tok, model = load_encoder_base(key[1], info.labels)
+            elif info.student == FULL:
+                tok, model = load_encoder_base(str(info.path), info.labels)
+            elif info.student == HEAD:
+                tok, model = load_sentence_encoder(key[1])
+            else:
+                own = str(info.path) if (info.path / "tokenizer_config.json").is_file() else None
+                tok, model = load_causal_base(key[1], info.quantization, own)
+        except BaseModelError as exc:
+            raise AdapterError(f"{exc}; the version was trained on it") from None
         model.eval()
         return _Group(key=key, model=model, base_tokenizer=tok)
 
     @staticmethod
     def _attach(g: _Group, name: str, info: AdapterInfo) -> None:
-        from peft import PeftModel
+        if info.student == HEAD:
+            g.heads[name] = Engine._head(info, g.model.config.hidden_size)
+        elif info.student in LORA:
+            from peft import PeftModel
 
-        if not isinstance(g.model, PeftModel):
-            g.model = PeftModel.from_pretrained(g.model, str(info.path), adapter_name=name).eval()
-        else:
-            g.model.load_adapter(str(info.path), adapter_name=name)
-            g.model.eval()
-        g.active = None
+            slot = f"slot{g.next_slot}"
+            if not isinstance(g.model, PeftModel):
+                g.model = PeftModel.from_pretrained(g.model, str(info.path), adapter_name=slot).eval()
+            else:
+                g.model.load_adapter(str(info.path), adapter_name=slot)
+                g.model.eval()
+            g.next_slot += 1
+            g.slots[name] = slot
+            g.active = None
         g.adapters[name] = info
-        g.tokenizers[name] = Engine._tokenizer(g, info.path)
+        g.tokenizers[name] = g.base_tokenizer if info.student in (FULL, HEAD) else Engine._tokenizer(g, info.path)
+
+    @staticmethod
+    def _head(info: AdapterInfo, dim: int) -> tuple:
+        """(weight [labels, dim], bias [labels]) of an embedding_head version, shapes checked."""
+        from safetensors.torch import load_file
+
+        t = load_file(str(info.path / "head.safetensors"))
+        if "weight" not in t or "bias" not in t:
+            raise AdapterError(f"{info.path / 'head.safetensors'}: needs tensors 'weight' and 'bias'")
+        w, b = t["weight"].float(), t["bias"].float()
+        n = len(info.labels or ())
+        if tuple(w.shape) != (n, dim) or tuple(b.shape) != (n,):
+            raise AdapterError(f"{info.path}: head shapes {tuple(w.shape)}, {tuple(b.shape)} do not fit {n} labels "
+                               f"on a {dim}-dimensional encoder ({info.base_model}); was it trained on another base?")
+        return w, b
 
     @staticmethod
     def _tokenizer(g: _Group, path: Path):
@@ -351,8 +419,8 @@ class Engine:
 
     @staticmethod
     def _activate(g: _Group, name: str) -> None:
-        if g.active != name:
-            g.model.set_adapter(name)
+        if g.key[0] in LORA and g.active != name:
+            g.model.set_adapter(g.slots[name])
             g.active = name
 
     # ------------------------------------------------------------------ inference
@@ -364,16 +432,22 @@ class Engine:
             info = g.adapters.get(name)
             if info is None:
                 raise AdapterNotFound(f"The model '{name}' does not exist")
-            if info.student != ENCODER:
+            if info.student not in CLASSIFIERS:
                 raise AdapterError(f"'{name}' is a {info.student} adapter: use /v1/chat/completions")
             self._activate(g, name)
             tok = g.tokenizers[name]
+            head = g.heads.get(name)
             out: list[Classification] = []
             with torch.inference_mode():
                 for i in range(0, len(texts), batch_size):
                     chunk = list(texts[i:i + batch_size])
                     enc = encode_texts(tok, chunk, info.max_length)
-                    probs = torch.softmax(g.model(**enc).logits.float(), -1)
+                    if head is not None:        # embedding_head: pooled sentence embedding @ head
+                        x = pool(g.model(**enc).last_hidden_state, enc["attention_mask"]).float()
+                        logits = x @ head[0].T + head[1]
+                    else:
+                        logits = g.model(**enc).logits
+                    probs = torch.softmax(logits.float(), -1)
                     lens = enc["attention_mask"].sum(-1).tolist()
                     for p, n in zip(probs.tolist(), lens):
                         j = max(range(len(p)), key=p.__getitem__)
@@ -409,6 +483,6 @@ class Engine:
     def predict(self, name: str, texts: Sequence[str]) -> list[str]:
         """Outputs for texts as the gate scores them: a label, or the answer to the trained prompt."""
         info = self.info(name)
-        if info.student == ENCODER:
+        if info.student in CLASSIFIERS:
             return [c.label for c in self.classify(name, texts)]
         return [self.chat(name, chat_messages(info.system_prompt or "", t)).text for t in texts]

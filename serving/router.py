@@ -13,7 +13,8 @@
   which version answered: the ``x-flywheel-version`` header and the ``model_version`` field.
 * Backends per student kind: the in-process engine (the embedded default), or a model server
   over HTTP speaking vLLM's API (vLLM with ``--enable-lora`` for causal students; a flywheel
-  model server for encoder students). Adapter names are the immutable version names.
+  model server for the classifier students: encoder_classifier, encoder_full, embedding_head).
+  Adapter names are the immutable version names.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.routing import Route as HttpRoute
 
 from . import config as cfg
 from .config import ConfigError, Route, VersionRef
-from .engine import CAUSAL, ENCODER, AdapterNotFound, Engine
+from .engine import CAUSAL, CLASSIFIERS, AdapterNotFound, Engine
 from .live import LivePublisher, live_record
 from .server import JSON, body, chat_response, classify_response, error, parse_chat, parse_classify
 
@@ -180,7 +181,7 @@ class Router:
         log.info("adapter %s loaded on %s%s", ref.version, backend.name, " and warmed up" if added else "")
 
     async def _warm(self, backend: Backend, ref: VersionRef) -> None:
-        if ref.student == ENCODER:
+        if ref.student in CLASSIFIERS:
             await backend.classify(ref.version, ["warm-up"])
         else:
             await backend.chat(ref.version, self.messages(ref, "warm-up"), 1)
@@ -278,7 +279,7 @@ class Router:
     async def classify(self, model: str, texts: list[str], request_id: str) -> tuple[dict, str]:
         t0 = time.perf_counter()
         task, ref = self.resolve(model)
-        if ref.student != ENCODER:
+        if ref.student not in CLASSIFIERS:
             raise RouterError(400, f"{model!r} is served by a {ref.student} student: use /v1/chat/completions")
         await self._loaded(ref)
         out = await self.backend_for(ref.student).classify(ref.version, texts)
@@ -303,7 +304,7 @@ class Router:
     async def predict(self, model: str, texts: list[str], request_id: str) -> tuple[list[Any], str, str]:
         """Outputs for texts from the version answering ``model`` (the gate's prompt for causal)."""
         task, ref = self.resolve(model)
-        if ref.student == ENCODER:
+        if ref.student in CLASSIFIERS:
             out, v = await self.classify(model, texts, request_id)
             return [d["label"] for d in out["data"]], v, task
         answers = []

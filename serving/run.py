@@ -14,7 +14,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-from .engine import CAUSAL, ENCODER, Engine
+from .engine import KINDS, Engine
 from .live import LivePublisher
 from .router import EngineBackend, HttpBackend, Router, create_router_app, follow_config
 from .server import create_app
@@ -40,11 +40,12 @@ def parse_backends(values: tuple[str, ...] | list[str]) -> dict[str, str]:
         kind, sep, url = v.partition("=")
         if not sep:
             kind, url = "*", v
-        if kind not in ("*", ENCODER, CAUSAL):
-            raise ValueError(f"--backend {v!r}: the kind must be {ENCODER} or {CAUSAL} (KIND=URL), or give a bare URL")
+        if kind != "*" and kind not in KINDS:
+            raise ValueError(f"--backend {v!r}: the kind must be one of {', '.join(KINDS)} (KIND=URL), "
+                             "or give a bare URL")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"--backend {v!r}: give an http(s) URL, e.g. http://127.0.0.1:8001")
-        for k in ((ENCODER, CAUSAL) if kind == "*" else (kind,)):
+        for k in (KINDS if kind == "*" else (kind,)):
             out[k] = url
     return out
 
@@ -81,7 +82,7 @@ async def serve(settings, opts: ServeOptions, stop: asyncio.Event | None = None,
     backends = {}
     http = {url: HttpBackend(url, api_key=opts.api_key) for url in set(opts.backends.values())}
     local = EngineBackend(engine)
-    for kind in (ENCODER, CAUSAL):
+    for kind in KINDS:
         backends[kind] = http[opts.backends[kind]] if kind in opts.backends else local
     publisher = LivePublisher(settings.kafka) if opts.publish else None
     router = Router(backends, publisher, max_adapters=opts.max_adapters)

@@ -203,3 +203,16 @@ def test_causal_adapter_on_the_packaged_smollm2_answers_chat_completions(tmp_pat
         engine.chat("chat-v1-00000001", [{"role": "system", "content": SYSTEM},
                                          {"role": "user", "content": "Metro train ticket"}], 4).text]
     assert isinstance(answer, str)
+
+
+def test_a_version_named_like_a_module_loads_beside_others(adapters, tmp_path):
+    """peft matches adapter names against module names ('classifier' is the head's); the engine
+    gives adapters neutral names of its own, so any version name loads, answers and unloads."""
+    vdir = make_adapter(tmp_path, "classifier-v1-00000001", "encoder_classifier", minilm(), LABELS, seed=7)
+    engine = Engine()
+    engine.load("tx-v1-00000001", adapters["tx-v1-00000001"] / "adapter")
+    engine.load("classifier-v1-00000001", vdir / "adapter")
+    assert engine.predict("classifier-v1-00000001", TEXTS) == reference_labels(vdir, TEXTS)
+    assert engine.predict("tx-v1-00000001", TEXTS) == reference_labels(adapters["tx-v1-00000001"], TEXTS)
+    engine.unload("classifier-v1-00000001")
+    assert engine.predict("tx-v1-00000001", TEXTS) == reference_labels(adapters["tx-v1-00000001"], TEXTS)

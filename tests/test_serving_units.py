@@ -74,8 +74,10 @@ def test_evictable_never_unloads_what_a_route_names_oldest_first():
 
 
 def test_parse_backends():
-    assert parse_backends(["http://vllm:8000"]) == {"encoder_classifier": "http://vllm:8000",
-                                                    "causal_lm": "http://vllm:8000"}
+    assert parse_backends(["http://vllm:8000"]) == {k: "http://vllm:8000" for k in
+                                                    ("encoder_classifier", "encoder_full", "embedding_head",
+                                                     "causal_lm")}
+    assert parse_backends(["encoder_full=http://cpu:8001"]) == {"encoder_full": "http://cpu:8001"}
     assert parse_backends(["causal_lm=http://vllm:8000"]) == {"causal_lm": "http://vllm:8000"}
     with pytest.raises(ValueError, match="kind must be"):
         parse_backends(["gpt=http://x"])
@@ -162,10 +164,26 @@ def test_a_rolled_back_version_may_be_promoted_again_and_a_canary_is_kept():
     assert d.route.canary is None and d.route.canary_share == 0.0
 
 
-def test_a_student_kind_the_server_cannot_load_is_refused_naming_the_fix():
+def test_every_student_kind_the_trainer_registers_is_promotable_an_unknown_one_is_refused():
     from streams.promote.policy import PromotionError, decide_promote
+    from training.students.config import KINDS as TRAINED
 
-    row = {"task": "tx", "version": "tx-v3-abc", "student": "encoder_full", "status": "approved"}
-    with pytest.raises(PromotionError, match=r"encoder_full student.*cannot load yet.*student = \"encoder_classifier\""):
+    for kind in TRAINED:                      # the trainer's kinds, each loadable by the server
+        row = {"task": "tx", "version": "tx-v3-abc", "student": kind, "status": "approved"}
+        d = decide_promote("tx", row, True, None, VersionRef("tx-v3-abc", "/a", kind), version="tx-v3-abc",
+                           decided_by="t", reason="r", decided_at="2026-01-01T00:00:00Z")
+        assert d.route.serving == "tx-v3-abc" and d.route.versions["tx-v3-abc"].student == kind
+    row = {"task": "tx", "version": "tx-v3-abc", "student": "gpt_head", "status": "approved"}
+    with pytest.raises(PromotionError, match=r"gpt_head student.*cannot load.*encoder_full"):
         decide_promote("tx", row, True, None, None, version="tx-v3-abc", decided_by="t", reason="r",
                        decided_at="2026-01-01T00:00:00Z")
+
+
+def test_a_kind_the_canary_stage_cannot_ask_is_refused_in_canary_naming_promote_instead():
+    from streams.promote.policy import PromotionError, decide_canary_start
+
+    cur = route(1, "tx-v1")
+    row = {"task": "tx", "version": "tx-v2", "student": "embedding_head", "status": "approved"}
+    with pytest.raises(PromotionError, match=r"embedding_head student.*canary stage cannot shadow.*flywheel promote"):
+        decide_canary_start("tx", row, True, cur, VersionRef("tx-v2", "/a", "embedding_head"), 0.2,
+                            version="tx-v2", decided_by="t", reason="r", decided_at="2026-01-01T00:00:00Z")

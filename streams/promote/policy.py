@@ -13,10 +13,14 @@ from typing import Any, Mapping
 
 from kernel.lifecycle import ModelState, TransitionError, check_transition, state_of
 from serving.config import Route, VersionRef
+from serving.engine import KINDS
 
-
-# the student kinds the model server loads (LoRA adapters on a shared base model)
-SERVABLE = ("encoder_classifier", "causal_lm")
+# the student kinds the model server loads: every kind the trainer registers
+SERVABLE = KINDS
+# the kinds the canary stage knows how to ask (streams/canary/stage.py: /classify for
+# encoder_classifier, chat for the rest); encoder_full and embedding_head answer /classify too,
+# but the stage does not route them there yet
+SHADOWABLE = ("encoder_classifier", "causal_lm")
 
 
 class PromotionError(ValueError):
@@ -58,9 +62,8 @@ def decide_promote(task: str, row: Mapping[str, Any] | None, gate_approved: bool
     if current is not None and current.serving == version:
         raise PromotionError(f"{version} already serves {task!r} (revision {current.revision}); nothing to do")
     if row.get("student") and row["student"] not in SERVABLE:
-        raise PromotionError(f"{version} is a {row['student']} student, which `flywheel serve` cannot load yet "
-                             f"(it serves {', '.join(SERVABLE)}); train one of those with [train] student = "
-                             f'"encoder_classifier" or candidates = ["encoder_classifier"]')
+        raise PromotionError(f"{version} is a {row['student']} student, which `flywheel serve` cannot load "
+                             f"(it serves {', '.join(SERVABLE)}); train one of those ([train] student)")
     if gate_approved is None:
         raise PromotionError(f"{version} has no gate verdict: only a gate-approved version can be promoted; "
                              f"run `flywheel gate --task {task} --model {version}`")
@@ -124,9 +127,10 @@ def decide_canary_start(task: str, row: Mapping[str, Any] | None, gate_approved:
                              f"(`flywheel promote --task {task} --model VERSION`)")
     if current.serving == version:
         raise PromotionError(f"{version} already serves {task!r}; a canary is a version that does not serve yet")
-    if row.get("student") and row["student"] not in SERVABLE:
-        raise PromotionError(f"{version} is a {row['student']} student, which `flywheel serve` cannot load yet "
-                             f"(it serves {', '.join(SERVABLE)}): it cannot be shadowed in canary")
+    if row.get("student") and row["student"] not in SHADOWABLE:
+        raise PromotionError(f"{version} is a {row['student']} student, which the canary stage cannot shadow yet "
+                             f"(it asks {', '.join(SHADOWABLE)} students); promote it directly "
+                             f"(`flywheel promote --task {task} --model {version}`) after the gate approved it")
     if current.canary and current.canary != version:
         raise PromotionError(f"{current.canary} is already in canary for {task!r}; stop it first "
                              f"(`flywheel canary stop --task {task} --model {current.canary}`)")

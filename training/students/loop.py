@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,30 @@ def shuffled_batches(n: int, batch_size: int, seed: int) -> Callable[[int], list
         if epoch:
             rng.shuffle(order)
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    return make_batches
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int,
+                           group: int = 8) -> Callable[[int], list[list[int]]]:
+    """make_batches for fit() with little padding: each epoch the examples are shuffled (seeded),
+    cut into pools of ``group`` batches, each pool sorted by length and cut into batches, and
+    the batches shuffled. A batch is padded to its own longest example, so batches of similar
+    lengths carry less padding; every example is still seen once per epoch in a random batch
+    (the sort is within a pool of ``group * batch_size`` random examples, not over the data)."""
+    n = len(lengths)
+    rng = random.Random(seed)
+    pool = max(1, batch_size * max(1, group))
+
+    def make_batches(epoch: int) -> list[list[int]]:
+        order = list(range(n))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        for i in range(0, n, pool):
+            chunk = sorted(order[i:i + pool], key=lambda j: lengths[j])
+            batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+        rng.shuffle(batches)
+        return batches
 
     return make_batches
 

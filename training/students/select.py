@@ -112,6 +112,10 @@ def _candidate(kind: str, cfg: TrainConfig, fit: FitResult, val: list, train: li
     lc = check_learning([r["output"] for r in val], fit.val_predictions, Counter(r["output"] for r in train))
     hp = {"learning_rate": cfg.full_learning_rate if kind == "encoder_full" else cfg.learning_rate,
           "steps": fit.steps, "lora_r": cfg.lora_r if kind == "encoder_classifier" else None}
+    if kind in ("encoder_classifier", "encoder_full"):     # what precision = "auto" resolved to here
+        from training.students.encoder import use_bf16
+
+        hp["precision"] = "bf16" if use_bf16(cfg.precision) else "fp32"
     return Candidate(kind, acc, loss, round(fit.train_seconds, 3), fit.steps, lc.to_dict(), hp, source)
 
 

@@ -179,11 +179,19 @@ def test_every_student_kind_the_trainer_registers_is_promotable_an_unknown_one_i
                        decided_at="2026-01-01T00:00:00Z")
 
 
-def test_a_kind_the_canary_stage_cannot_ask_is_refused_in_canary_naming_promote_instead():
+def test_every_servable_kind_can_enter_canary_and_is_asked_the_right_way():
+    from serving.engine import KINDS
+    from streams.canary.pairs import asks_classify
     from streams.promote.policy import PromotionError, decide_canary_start
 
     cur = route(1, "tx-v1")
-    row = {"task": "tx", "version": "tx-v2", "student": "embedding_head", "status": "approved"}
-    with pytest.raises(PromotionError, match=r"embedding_head student.*canary stage cannot shadow.*flywheel promote"):
-        decide_canary_start("tx", row, True, cur, VersionRef("tx-v2", "/a", "embedding_head"), 0.2,
+    for kind in KINDS:
+        row = {"task": "tx", "version": "tx-v2", "student": kind, "status": "approved"}
+        d = decide_canary_start("tx", row, True, cur, VersionRef("tx-v2", "/a", kind), 0.2,
+                                version="tx-v2", decided_by="t", reason="r", decided_at="2026-01-01T00:00:00Z")
+        assert d.route.canary == "tx-v2"
+    assert [k for k in KINDS if not asks_classify(k)] == ["causal_lm"]   # the rest answer /classify
+    row = {"task": "tx", "version": "tx-v2", "student": "gpt9", "status": "approved"}
+    with pytest.raises(PromotionError, match=r"'gpt9' student.*cannot load"):
+        decide_canary_start("tx", row, True, cur, VersionRef("tx-v2", "/a", "gpt9"), 0.2,
                             version="tx-v2", decided_by="t", reason="r", decided_at="2026-01-01T00:00:00Z")

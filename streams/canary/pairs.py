@@ -22,6 +22,14 @@ def in_canary(request_id: str, pct: float) -> bool:
     return h / _SPAN * 100.0 < pct
 
 
+def asks_classify(student: str) -> bool:
+    """Whether the candidate is asked through the model server's /classify (every encoder kind:
+    LoRA, fully fine-tuned, frozen encoder + head) rather than chat completions (causal LMs)."""
+    from serving.engine import CLASSIFIERS
+
+    return student in CLASSIFIERS
+
+
 def owner_partition(task: str, partitions: int) -> int:
     """The canary.pairs partition a task's pairs land on (they are keyed by task): Kafka's default
     partitioner, murmur2 of the key as the Java client and aiokafka (Faust's producer) compute it."""

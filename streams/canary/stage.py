@@ -52,7 +52,7 @@ from serving.config import Route, VersionRef
 from . import judge as J
 from . import store as cstore
 from .config import CanaryConfig, canary_config
-from .pairs import in_canary, judged_here, pair, paired_score, review_item, slice_of
+from .pairs import asks_classify, in_canary, judged_here, pair, paired_score, review_item, slice_of
 
 log = logging.getLogger("flywheel.canary")
 
@@ -195,7 +195,7 @@ class CanaryStage:
 
     async def ask(self, ref: VersionRef, text: str) -> Any:
         """The candidate's answer from the model server (vLLM's API subset, adapters by version)."""
-        if ref.student == "encoder_classifier":
+        if asks_classify(ref.student):
             r = await self.client.post("/classify", content=orjson.dumps({"model": ref.version, "input": [text]}),
                                        headers={"content-type": "application/json"})
             r.raise_for_status()

@@ -17,10 +17,6 @@ from serving.engine import KINDS
 
 # the student kinds the model server loads: every kind the trainer registers
 SERVABLE = KINDS
-# the kinds the canary stage knows how to ask (streams/canary/stage.py: /classify for
-# encoder_classifier, chat for the rest); encoder_full and embedding_head answer /classify too,
-# but the stage does not route them there yet
-SHADOWABLE = ("encoder_classifier", "causal_lm")
 
 
 class PromotionError(ValueError):
@@ -127,10 +123,9 @@ def decide_canary_start(task: str, row: Mapping[str, Any] | None, gate_approved:
                              f"(`flywheel promote --task {task} --model VERSION`)")
     if current.serving == version:
         raise PromotionError(f"{version} already serves {task!r}; a canary is a version that does not serve yet")
-    if row.get("student") and row["student"] not in SHADOWABLE:
-        raise PromotionError(f"{version} is a {row['student']} student, which the canary stage cannot shadow yet "
-                             f"(it asks {', '.join(SHADOWABLE)} students); promote it directly "
-                             f"(`flywheel promote --task {task} --model {version}`) after the gate approved it")
+    if row.get("student") and row["student"] not in SERVABLE:
+        raise PromotionError(f"{version} is a {row['student']!r} student, which the model server cannot load "
+                             f"(it loads {', '.join(SERVABLE)}); retrain it with one of those kinds")
     if current.canary and current.canary != version:
         raise PromotionError(f"{current.canary} is already in canary for {task!r}; stop it first "
                              f"(`flywheel canary stop --task {task} --model {current.canary}`)")

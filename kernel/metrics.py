@@ -269,20 +269,20 @@ class LagSampler:
             except Exception as exc:  # the broker may be restarting: try again later
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.debug("lag sample of %s failed: %s", self.group, self.error)
-                for client in (consumer, admin):
-                    if client is not None:
-                        try:
-                            await client.stop() if hasattr(client, "stop") else await client.close()
-                        except Exception:
-                            pass
+                await _close_quietly(consumer, admin)
                 admin = consumer = None
             await asyncio.to_thread(self._stop.wait, self.every)
-        for client in (consumer, admin):
-            if client is not None:
-                try:
-                    await client.stop() if hasattr(client, "stop") else await client.close()
-                except Exception:
-                    pass
+        await _close_quietly(consumer, admin)
+
+
+async def _close_quietly(*clients) -> None:
+    """Stop (consumer) or close (admin client) each client that exists; errors are ignored."""
+    for client in clients:
+        if client is not None:
+            try:
+                await client.stop() if hasattr(client, "stop") else await client.close()
+            except Exception:
+                pass
 
 
 async def sample_lag(admin, consumer, group: str, topics: list[str]) -> dict[tuple[str, int], int]:

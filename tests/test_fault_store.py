@@ -28,7 +28,7 @@ from kernel.warehouse import open_warehouse
 from kernel.warehouse.migrate import apply_ddl
 from kernel.warehouse.owner import OwnerServer, write_owner_file
 from schemas.topics import TEACHER_LOGS
-from tests.helpers.kafka import publish, tl
+from tests.helpers.kafka import publish, splice, tl
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -88,22 +88,7 @@ class CuttableRelay:
                 continue
             with self._lock:
                 self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            splice(client, server)
 
 
 def committed(settings) -> int:

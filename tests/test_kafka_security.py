@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kernel.settings import SettingsError, load_settings
 from streams.worker.app import _credentials
+from tests.helpers.kafka import splice
 
 
 @pytest.fixture(scope="module")
@@ -97,22 +98,7 @@ class TlsTerminator:
             raw.close()
             return
         server = socket.create_connection(self.upstream)
-        for a, b in ((client, server), (server, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+        splice(client, server)
 
     def close(self):
         self.ls.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import orjson
@@ -47,3 +49,24 @@ async def read_topic(servers, topic, expect, timeout=30.0):
     finally:
         await consumer.stop()
     return out
+
+
+def splice(client: socket.socket, server: socket.socket) -> None:
+    """Copy bytes both ways between two connected sockets, in daemon threads; when either side
+    ends, both are closed (the test proxies in front of a broker use it)."""
+    for a, b in ((client, server), (server, client)):
+        threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass

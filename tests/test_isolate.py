@@ -50,6 +50,7 @@ def test_the_pipeline_dead_letters_a_refused_row_and_writes_the_rest(store):
     from schemas.events import teacher_log_message
     from streams.curate.pipeline import CuratePipeline
     from streams.curate.policy import Curator, Message
+    from tests.helpers.kafka import SentValues
 
     task = parse_task({"name": "tx", "labels": ["food"], "min_confidence": 0.5})
 
@@ -63,23 +64,13 @@ def test_the_pipeline_dead_letters_a_refused_row_and_writes_the_rest(store):
                     d.log.ts = "not a time at all"
             return out
 
-    sent = []
-
-    class Topic:
-        async def send(self, key, value, force):
-            sent.append(orjson.loads(value))
-
-    class App:
-        class producer:
-            @staticmethod
-            async def flush():
-                pass
-
-    ctx = WorkerContext(load_settings({}), {"tx": task}, store, app=App())
-    pipeline = CuratePipeline(ctx, RefusedByTheStore({"tx": task}), Topic(), Topic())
+    out = SentValues()
+    ctx = WorkerContext(load_settings({}), {"tx": task}, store, app=out)
+    pipeline = CuratePipeline(ctx, RefusedByTheStore({"tx": task}), out, out)
     values = [teacher_log_message(id=i, task="tx", input=["tesco metro", "uber trip home", "pret lunch"][n], output="food", confidence=0.9,
                                   teacher="t", ts="2026-11-21T10:00:00Z") for n, i in enumerate(["a", "bad", "c"])]
     asyncio.run(pipeline.process([Message(v, 0, n) for n, v in enumerate(values)]))
+    sent = [orjson.loads(v) for v in out.sent]
     rows = store.rows("SELECT id, outcome FROM curation_events FINAL ORDER BY source_offset")
     assert [r["outcome"] for r in rows] == ["kept", "invalid", "kept"]
     assert [r["id"] for r in store.rows("SELECT id FROM examples FINAL ORDER BY id")] == ["a", "c"]

@@ -92,26 +92,17 @@ def test_inputs_are_redacted_before_the_training_pool_and_counted(store):
     from schemas.events import teacher_log_message
     from streams.curate.pipeline import CuratePipeline
     from streams.curate.policy import Curator, Message
+    from tests.helpers.kafka import SentValues
 
     task = parse_task(PII_TASK, "tasks/tx.toml")
-    reviewed = []
-
-    class Topic:
-        async def send(self, key, value, force):
-            reviewed.append(value)
-
-    class App:
-        class producer:
-            @staticmethod
-            async def flush():
-                pass
-
-    ctx = WorkerContext(load_settings({}), {"tx": task}, store, app=App())
-    pipeline = CuratePipeline(ctx, Curator({"tx": task}), Topic(), Topic())
+    out = SentValues()
+    ctx = WorkerContext(load_settings({}), {"tx": task}, store, app=out)
+    pipeline = CuratePipeline(ctx, Curator({"tx": task}), out, out)
     msgs = [Message(teacher_log_message(id=f"p{i}", task="tx", input=text, output="rent" if i == 1 else "food",
                                         confidence=0.2 if i == 3 else 0.9, teacher="t"), 0, i)
             for i, text in enumerate(RAW)]
     asyncio.run(pipeline.process(msgs))
+    reviewed = out.sent
 
     examples = store.rows("SELECT id, input FROM examples FINAL ORDER BY id")
     assert examples == [{"id": "p0", "input": "lunch paid with [CARD] at PRET"},

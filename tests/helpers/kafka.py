@@ -70,3 +70,18 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 s.close()
             except OSError:
                 pass
+
+
+class SentValues:
+    """Stands in for the app, its producer and the topics that CuratePipeline publishes to, for
+    tests that run the pipeline without a broker: ``sent`` holds every value sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.producer = self
+
+    async def send(self, key, value, force):
+        self.sent.append(value)
+
+    async def flush(self):
+        pass

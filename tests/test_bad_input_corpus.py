@@ -11,9 +11,9 @@ import os
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from tests.helpers.kafka import tl
+from tests.helpers.kafka import read_topic, tl
 from tests.worker import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -114,21 +114,8 @@ async def publish_all(servers, values):
 
 
 async def dead_letters(servers, expect, timeout=60.0):
-    import time
-
-    consumer = AIOKafkaConsumer("dead.letters", bootstrap_servers=servers, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False, fetch_max_bytes=8_000_000,
-                                max_partition_fetch_bytes=8_000_000)
-    await consumer.start()
-    out = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [orjson.loads(r.value) for records in batch.values() for r in records]
-    finally:
-        await consumer.stop()
-    return out
+    return await read_topic(servers, "dead.letters", expect, timeout, settle=False,
+                            fetch_max_bytes=8_000_000, max_partition_fetch_bytes=8_000_000)
 
 
 def test_bad_input_corpus_interleaved_with_valid_traffic(settings, tmp_path):

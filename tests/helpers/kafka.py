@@ -31,9 +31,11 @@ async def publish(servers, values, topic="teacher.logs"):
         await producer.stop()
 
 
-async def read_topic(servers, topic, expect, timeout=30.0):
+async def read_topic(servers, topic, expect, timeout=30.0, settle=True, **consumer_kw):
+    """The JSON values of ``topic`` from the start: until ``expect`` arrived or ``timeout``,
+    then (``settle``) one more second to see that nothing more arrives."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
+                                group_id=None, enable_auto_commit=False, **consumer_kw)
     await consumer.start()
     out = []
     try:
@@ -42,10 +44,10 @@ async def read_topic(servers, topic, expect, timeout=30.0):
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 out.extend(orjson.loads(r.value) for r in records)
-        # a little longer, to see that nothing more arrives
-        batch = await consumer.getmany(timeout_ms=1000)
-        for records in batch.values():
-            out.extend(orjson.loads(r.value) for r in records)
+        if settle:  # a little longer, to see that nothing more arrives
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                out.extend(orjson.loads(r.value) for r in records)
     finally:
         await consumer.stop()
     return out

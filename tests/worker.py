@@ -1,9 +1,9 @@
 """Run `flywheel up` as a real child process against a test broker, for integration tests.
 
-``WorkerProcess(..., worker_only=True)`` runs only the stream worker (``python -m tests.worker``)
-against a store that another process owns and serves (the test, through OwnerServer), so that
-several workers of one consumer group can share one store, as they share a ClickHouse server
-in production.
+``WorkerProcess(..., worker_only=True)`` runs only the stream worker (the child that `up`
+supervises: ``streams.worker.runner.worker_main``) against a store that another process owns
+and serves (the test, through OwnerServer), so that several workers of one consumer group can
+share one store, as they share a ClickHouse server in production.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
         out = open(self.log_path, "ab")
-        argv = (["-m", "tests.worker"] if self.worker_only
+        argv = (["-c", "from streams.worker.runner import worker_main; worker_main()", "info"] if self.worker_only
                 else ["-c", "from flywheel.cli import main; main()", "up"])
         self.proc = subprocess.Popen([sys.executable, *argv], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -90,21 +90,3 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str 
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
-
-def _worker_only() -> int:
-    """The stream worker alone, on the store that another process owns (see the module doc)."""
-    from kernel.settings import load_settings
-    from kernel.tasks import load_tasks
-    from kernel.warehouse import open_warehouse
-    from streams.worker.runner import _run_worker
-
-    settings = load_settings()
-    store = open_warehouse(settings)
-    try:
-        return _run_worker(settings, load_tasks(settings.tasks_dir), store, "info")
-    finally:
-        store.close()
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_only())

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
+from tests.conftest import free_port  # noqa: E402  (the tests' helper, as in the other benches)
+
 RESULTS = ROOT / "bench" / "results" / "faults.json"
 TASK_TOML = """
 name = "transactions"
@@ -58,12 +59,6 @@ min_confidence = 0.7
 slice = "meta.country"
 """
 MERCHANTS = ["TESCO STORES", "UBER *TRIP", "PRET A MANGER", "AMAZON MKTPLACE", "THAMES WATER", "SHELL"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 WORDS = ["LONDON", "LEEDS", "PARIS", "BERLIN", "CARD", "ONLINE", "STORE", "KIOSK", "EXPRESS", "MARKET",

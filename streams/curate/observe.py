@@ -17,22 +17,27 @@ def batch_in(n: int, topic: str = "teacher.logs") -> None:
     metrics.EVENTS_IN.labels("curate", topic).inc(n)
 
 
-def batch_durable(decisions, write_seconds: float) -> None:
-    """Count a batch that is now durable (its offsets may be committed)."""
-    outcomes = Counter(d.outcome for d in decisions)
-    for outcome, n in outcomes.items():
-        metrics.EVENTS_OUT.labels("curate", outcome).inc(n)
-    metrics.BATCH_WRITE_SECONDS.labels("curate").observe(write_seconds)
-    metrics.BATCH_ROWS.labels("curate").observe(len(decisions))
-    if outcomes.get("invalid"):
-        metrics.DEAD_LETTERS.labels("teacher.logs").inc(outcomes["invalid"])
-        big = sum(1 for d in decisions if d.outcome == "invalid" and messages.needs_payload_row(d.message.value))
-        if big:
-            metrics.DEAD_LETTER_PAYLOADS.inc(big)
+def batch_durable(decisions, write_seconds: float) -> Counter:
+    """Count a batch that is now durable (its offsets may be committed); returns its outcomes
+    counted (one pass over the batch)."""
+    outcomes: Counter = Counter()
+    big = 0
     for d in decisions:
-        if d.outcome == "conflict":
+        outcomes[d.outcome] += 1
+        if d.outcome == "invalid":
+            big += messages.needs_payload_row(d.message.value)
+        elif d.outcome == "conflict":
             metrics.CONFLICTS.labels(d.log.task).inc()
         if d.redactions:
             for rule, n in d.redactions.items():
                 metrics.REDACTIONS.labels(d.log.task, rule).inc(n)
+    for outcome, n in outcomes.items():
+        metrics.EVENTS_OUT.labels("curate", outcome).inc(n)
+    metrics.BATCH_WRITE_SECONDS.labels("curate").observe(write_seconds)
+    metrics.BATCH_ROWS.labels("curate").observe(len(decisions))
+    if outcomes["invalid"]:
+        metrics.DEAD_LETTERS.labels("teacher.logs").inc(outcomes["invalid"])
+        if big:
+            metrics.DEAD_LETTER_PAYLOADS.inc(big)
     PROGRESS.ok()
+    return outcomes

@@ -119,11 +119,11 @@ class CuratePipeline:
         now = datetime.now(timezone.utc)
         t0 = time.monotonic()
         await self._make_durable(decisions, now)
-        observe.batch_durable(decisions, time.monotonic() - t0)
+        outcomes = observe.batch_durable(decisions, time.monotonic() - t0)
         for ev in events:  # durable: now the offsets may be committed
             await stream.ack(ev)
-        for d in decisions:
-            self.counts[d.outcome] += 1
+        for outcome, n in outcomes.items():
+            self.counts[outcome] += n
         self.events += len(decisions)
         for hook in self.ctx.curate_hooks:
             try:

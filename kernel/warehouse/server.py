@@ -57,10 +57,8 @@ class ServerWarehouse(Warehouse):
         except self._errors as exc:
             raise self._failure(exc) from None
 
-    def query_checked(self, sql: str, fmt: str = "JSONEachRow", *, write: bool = False) -> bytes:
-        """The guard parses with the server's own EXPLAIN AST; the server's user grants apply
-        on top (give `flywheel sql` users a readonly profile in production)."""
-        return super().query_checked(sql, fmt, write=write)
+    # query_checked (inherited): the guard parses with the server's own EXPLAIN AST; the
+    # server's user grants apply on top (give `flywheel sql` users a readonly profile in production).
 
     def insert_raw(self, table: str, data: bytes, fmt: str = "JSONEachRow",
                    dedup_token: str | None = None) -> None:

@@ -27,7 +27,7 @@ Custom rules are Python regular expressions, matched as they are.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from kernel import fields
@@ -104,6 +104,12 @@ class Privacy:
 
     rules: tuple[Rule, ...] = ()
     replacement: str = "[{rule}]"
+    # what each rule's matches become, built once (redact runs on every curated event)
+    tokens: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.replacement.replace("{rule}", r.name.upper())
+                                                 for r in self.rules))
 
     @property
     def enabled(self) -> bool:
@@ -116,9 +122,8 @@ class Privacy:
     def redact(self, text: str) -> tuple[str, dict[str, int]]:
         """(redacted text, {rule: matches replaced}); rules with no match are left out."""
         counts: dict[str, int] = {}
-        for rule in self.rules:
+        for rule, token in zip(self.rules, self.tokens):
             n = 0
-            token = self.replacement.replace("{rule}", rule.name.upper())
 
             def sub(m: re.Match, rule=rule, token=token) -> str:
                 nonlocal n

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from console import canary as canary_panel
 from console import charts, queries
 from console.security import AUTH_COOKIE, Guard, csrf_ok, csrf_token
+from kernel.gold import GOLD_SOURCES
 from kernel.tasks import TaskConfig, label_of, output_problem
 from kernel.warehouse import Warehouse
 from schemas.events import validate
@@ -371,7 +372,7 @@ def _overview_data(store: Warehouse, task_cfg: TaskConfig) -> dict[str, Any]:
         out["gate_sources"] = v.get("sources", [])
     gold = queries.gold(store, task)
     out["gold"] = gold
-    sources = ["seed", "disagreement", "low_conf", "live_sample"]
+    sources = list(GOLD_SOURCES)
     sources += sorted({s for g in gold for s in g["sources"]} - set(sources))
     out["gold_chart"] = charts.stacked_bars(
         [f"v{g['version']}" for g in gold[-12:]],

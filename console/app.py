@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from console import canary as canary_panel
 from console import charts, queries
 from console.security import AUTH_COOKIE, Guard, csrf_ok, csrf_token
+from kernel.gold import GOLD_SOURCES
 from kernel.tasks import TaskConfig, label_of, output_problem
 from kernel.warehouse import Warehouse
 from schemas.events import validate
@@ -107,9 +108,7 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         if not csrf_ok(request, form.get("csrf")):
             return PlainTextResponse("bad or missing CSRF token: reload the page and try again", 403)
         name = str(form.get("reviewer") or "").strip()
-        back = str(form.get("next") or "/")
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/"
+        back = _local_path(str(form.get("next") or "/"))
         if not _REVIEWER.match(name):
             return PlainTextResponse("a reviewer name is 1-64 letters, digits, spaces or . @ + - _", 400)
         resp = RedirectResponse(back, status_code=303)
@@ -190,9 +189,7 @@ def build_app(console: Console, *, on_startup=(), on_shutdown=()) -> Any:
         except Exception as exc:  # noqa: BLE001 - e.g. another writer holds the version: a message, never a 500
             log.warning("gold growth of %s from the console failed: %s", task.name, exc)
             return await overview(request, f"gold growth failed: {exc}", 409)
-        back = str(form.get("back") or f"/overview/{task.name}")
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/"
+        back = _local_path(str(form.get("back") or f"/overview/{task.name}"))
         sep = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{sep}{urlencode({'grown': res.summary()})}", status_code=303)
 
@@ -283,6 +280,11 @@ def reviewer_of(request: Request) -> str | None:
     return raw if _REVIEWER.match(raw or "") else None
 
 
+def _local_path(value: str) -> str:
+    """``value`` when it is a path on this site, else "/" (a redirect never leaves the console)."""
+    return value if value.startswith("/") and not value.startswith("//") else "/"
+
+
 def _cursor(value: str | None) -> tuple[str, str] | None:
     if not value or "|" not in value:
         return None
@@ -371,7 +373,7 @@ def _overview_data(store: Warehouse, task_cfg: TaskConfig) -> dict[str, Any]:
         out["gate_sources"] = v.get("sources", [])
     gold = queries.gold(store, task)
     out["gold"] = gold
-    sources = ["seed", "disagreement", "low_conf", "live_sample"]
+    sources = list(GOLD_SOURCES)
     sources += sorted({s for g in gold for s in g["sources"]} - set(sources))
     out["gold_chart"] = charts.stacked_bars(
         [f"v{g['version']}" for g in gold[-12:]],

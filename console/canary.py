@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import orjson
 
+from console.queries import has_table
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
 from kernel.warehouse import sql_str as q
@@ -77,9 +78,9 @@ def panel(store: Warehouse, task: TaskConfig, now: float | None = None) -> dict 
     from serving import history
     from streams.canary.config import canary_config
 
-    if not _has(store, "canary_pairs"):
+    if not has_table(store, "canary_pairs"):
         return None
-    route = history.current(store, task.name) if _has(store, "model_config") else None
+    route = history.current(store, task.name) if has_table(store, "model_config") else None
     candidate = route.canary if route and route.canary else None
     incumbent = route.serving if candidate and route else None
     active = candidate is not None
@@ -110,7 +111,7 @@ def panel(store: Warehouse, task: TaskConfig, now: float | None = None) -> dict 
             evidence = None
     started = store.scalar(f"SELECT toUnixTimestamp64Milli(max(decided_at)) FROM model_config FINAL WHERE task = "
                            f"{q(task.name)} AND action = 'canary_start' AND canary_version = {q(candidate)}"
-                           ) if _has(store, "model_config") else None
+                           ) if has_table(store, "model_config") else None
     started_s = float(started) / 1000 if started else None
     elapsed = ((now or time.time()) - started_s) if started_s and active else (
         float(evidence.get("elapsed_s", 0)) if evidence else 0.0)
@@ -124,7 +125,3 @@ def panel(store: Warehouse, task: TaskConfig, now: float | None = None) -> dict 
             "total": rows[0], "decision": decision, "elapsed_s": elapsed,
             "pairs_progress": progress(rows[0]["pairs"], cfg.min_pairs),
             "duration_progress": progress(elapsed, cfg.min_duration), "windows": windows}
-
-
-def _has(store: Warehouse, name: str) -> bool:
-    return bool(store.scalar(f"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {q(name)}"))

@@ -10,6 +10,7 @@ import orjson
 from kernel.gold import version_sources
 from kernel.warehouse import Warehouse
 from kernel.warehouse import sql_str as q
+from streams.review.store import status_counts
 
 ITEM_COLUMNS = ("item_id, kind, slice, input, answers, confidence, reason, toString(arrived_at) AS arrived, "
                 "n_submitted, n_discarded, open_reason, agreement")
@@ -26,20 +27,21 @@ def next_pending(store: Warehouse, task: str, reviewer: str, after: tuple[str, s
     if skip:
         cond.append(f"item_id NOT IN ({', '.join(q(s) for s in skip)})")
     cond.append(f"item_id NOT IN (SELECT item_id FROM review_verdicts WHERE task = {q(task)} AND reviewer = {q(reviewer)})")
-    rows = store.rows(f"SELECT {ITEM_COLUMNS} FROM review_items FINAL WHERE {' AND '.join(cond)} "
-                      "ORDER BY arrived_at, item_id LIMIT 1")
+    return _first(store.rows(f"SELECT {ITEM_COLUMNS} FROM review_items FINAL WHERE {' AND '.join(cond)} "
+                             "ORDER BY arrived_at, item_id LIMIT 1"), "answers")
+
+
+def _first(rows: list[dict], json_column: str) -> dict | None:
+    """The first row with its JSON text ``json_column`` decoded, or None when there is none."""
     if not rows:
         return None
     r = rows[0]
-    r["answers"] = orjson.loads(r["answers"] or "{}")
+    r[json_column] = orjson.loads(r[json_column] or "{}")
     return r
 
 
 def review_counts(store: Warehouse, task: str) -> dict[str, int]:
-    rows = store.rows(f"SELECT status, count() AS n FROM review_items FINAL WHERE task = {q(task)} GROUP BY status")
-    out = {"pending": 0, "submitted": 0, "discarded": 0}
-    out.update({r["status"]: int(r["n"]) for r in rows})
-    return out
+    return {"pending": 0, "submitted": 0, "discarded": 0, **status_counts(store, task)}
 
 
 def has_table(store: Warehouse, name: str) -> bool:
@@ -101,11 +103,7 @@ def last_gate(store: Warehouse, task: str) -> dict | None:
     rows = store.rows(f"SELECT model_version, gold_version, approved, overall, baseline_overall, baseline, verdict, "
                       f"toString(decided_at) AS decided_at FROM gate_verdicts FINAL WHERE task = {q(task)} "
                       "ORDER BY decided_at DESC LIMIT 1")
-    if not rows:
-        return None
-    r = rows[0]
-    r["verdict"] = orjson.loads(r["verdict"] or "{}")
-    return r
+    return _first(rows, "verdict")
 
 
 def gold(store: Warehouse, task: str) -> list[dict]:
@@ -122,8 +120,5 @@ def routing(store: Warehouse, task: str, limit: int = 8) -> tuple[dict[str, int]
 
 
 def item_by_id(store: Warehouse, task: str, item_id: str) -> dict | None:
-    rows = store.rows(f"SELECT {ITEM_COLUMNS} FROM review_items FINAL WHERE task = {q(task)} AND item_id = {q(item_id)}")
-    if not rows:
-        return None
-    rows[0]["answers"] = orjson.loads(rows[0]["answers"] or "{}")
-    return rows[0]
+    return _first(store.rows(f"SELECT {ITEM_COLUMNS} FROM review_items FINAL WHERE task = {q(task)} "
+                             f"AND item_id = {q(item_id)}"), "answers")

@@ -104,12 +104,13 @@ def current_version(store: Warehouse, task: str) -> int:
 
 
 def load_gold(store: Warehouse, task: str, version: int | None = None) -> tuple[int, list[dict]]:
-    """(version, rows) of a gold set; the current version when none is named."""
+    """(version, rows) of a gold set; the current version when none is named. Rows carry their
+    redaction counts, so a version written on top of them keeps them."""
     if version is None:
         version = current_version(store, task)
     if version == 0:
         return 0, []
-    rows = store.rows(f"SELECT id, input, output, slice, teacher_output, source FROM gold_examples FINAL "
+    rows = store.rows(f"SELECT id, input, output, slice, teacher_output, source, redactions FROM gold_examples FINAL "
                       f"WHERE task = {sql_str(task)} AND version = {int(version)} ORDER BY id")
     return version, rows
 
@@ -128,22 +129,17 @@ def import_gold(store: Warehouse, task: TaskConfig, path: Path) -> GoldImport:
     except OSError as exc:
         raise GoldError(f"{path}: cannot read ({exc.strerror})") from None
     examples = parse_gold_lines(raw.splitlines(), task, str(path))
-    for _attempt in range(20):
+    for _ in range(19):  # another writer made a version meanwhile: merge on top of it
         try:
             return _import_once(store, task, path, examples)
         except GoldConflict:
-            if _attempt == 19:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return _import_once(store, task, path, examples)  # the 20th attempt's GoldConflict reaches the caller
 
 
 def _import_once(store: Warehouse, task: TaskConfig, path: Path, examples: list[GoldExample]) -> GoldImport:
     prev_version, prev_rows = load_gold(store, task.name)
-    merged = {r["id"]: r for r in prev_rows}
-    if prev_rows:  # carry the earlier examples' redaction counts into the new version
-        for r in store.rows(f"SELECT id, redactions FROM gold_examples FINAL WHERE task = {sql_str(task.name)} "
-                            f"AND version = {int(prev_version)} AND notEmpty(redactions)"):
-            merged[r["id"]] = {**merged[r["id"]], "redactions": r["redactions"]}
+    merged = {r["id"]: r for r in prev_rows}  # earlier rows keep their redaction counts (load_gold reads them)
     redactions: dict[str, int] = {}
     for ex in examples:
         merged[ex.id] = {"id": ex.id, "input": ex.input, "output": label_of(ex.output), "slice": ex.slice,
@@ -244,7 +240,7 @@ def finish_claim(store: Warehouse, claim: VersionClaim) -> None:
 
 def write_version(store: Warehouse, task: str, prev_version: int, prev_rows: list[dict], rows: list[dict],
                   origin: str, claim: VersionClaim | None = None) -> tuple[int, bool]:
-    """Write ``rows`` (id, input, output, slice, teacher_output, source) as the version after
+    """Write ``rows`` (id, input, output, slice, teacher_output, source, redactions) as the version after
     ``prev_version``, unless they equal ``prev_rows``. Returns (current version, created).
     ``origin`` names where the version came from (a file name, or 'review'). ``claim``: this
     writer's claim on the version (see claim_version); the caller marks it done. Without one,

@@ -89,7 +89,7 @@ def _trained_by(curated_at: str, versions: list[tuple[str, str]]) -> list[str]:
     return [v for v, wm in versions if curated_at[:23] <= wm[:23].replace("T", " ")]
 
 
-def _pool_reason(kind: str, ex_id: str, curated_at: str, versions, j: float | None) -> str:
+def _pool_reason(ex_id: str, curated_at: str, versions, j: float | None) -> str:
     what = "exact duplicate" if j is None else f"near duplicate (Jaccard {j:.2f})"
     trained = _trained_by(curated_at, versions)
     if trained:
@@ -142,7 +142,7 @@ def _grow_once(store: Warehouse, task: TaskConfig) -> GrowResult | None:
                         f"WHERE task = {q(task.name)} AND input_hash IN ({hash_list}) ORDER BY curated_at, id"):
         for i, h in enumerate(hashes):
             if i not in refused and h == int(r["input_hash"]):
-                refused[i] = (_pool_reason(items[i]["kind"], r["id"], r["curated_at"], versions, None), r["id"])
+                refused[i] = (_pool_reason(r["id"], r["curated_at"], versions, None), r["id"])
     last = ""
     while True:
         chunk = store.rows(f"SELECT id, input, toString(curated_at) AS curated_at FROM examples FINAL "
@@ -156,7 +156,7 @@ def _grow_once(store: Warehouse, task: TaskConfig) -> GrowResult | None:
         ref = signatures([normalise(r["input"]) for r in chunk], k)
         for c, rr, j in near_matches(sigs[open_idx], ref, threshold):
             i, ex = open_idx[c], chunk[rr]
-            refused[i] = (_pool_reason(items[i]["kind"], ex["id"], ex["curated_at"], versions, j), ex["id"])
+            refused[i] = (_pool_reason(ex["id"], ex["curated_at"], versions, j), ex["id"])
         if len(chunk) < CHUNK:
             break
 

@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+import orjson
 import xxhash
 
-from kernel.gold import GOLD_SOURCES  # noqa: F401  (re-exported for the console)
 from kernel.tasks import TaskConfig, label_of, output_problem
 from schemas.events import SchemaError, parse_ts
 from schemas.timefmt import rfc3339
@@ -150,8 +150,6 @@ def pool_message(item: Mapping[str, Any], state: ItemState, task: TaskConfig) ->
     """The teacher.logs message that puts a completed low-confidence item into the training
     pool as a human-labelled example: curated like any example (dedupe, gold overlap), its
     id ``human:<item id>``, its teacher ``human``, its source in ``meta``."""
-    import orjson
-
     meta = orjson.loads(item.get("meta") or "{}") or {}
     if task.slice_rule.source == "meta" and task.slice_rule.field not in meta:
         meta[task.slice_rule.field] = item["slice"]

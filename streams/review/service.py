@@ -17,15 +17,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
+import orjson
+
+from kernel.retry import retry_forever
 from kernel.tasks import TaskConfig
-from kernel.warehouse import Warehouse
+from kernel.warehouse import Warehouse, WarehouseError
+from kernel.warehouse.remote import OwnerUnreachable
 from schemas import messages
 from schemas.events import InvalidMessage, SchemaError, load_message, parse_ts
 from schemas.timefmt import rfc3339
 from schemas.topics import REVIEW_QUEUE, REVIEW_VERDICTS, TEACHER_LOGS
 from streams.review import store as rs
 from streams.review.config import ReviewConfig, review_config
-from streams.review.policy import SUBMITTED, BadVerdict, ItemState, Verdict, decide, pool_message, route
+from streams.review.policy import (SUBMITTED, BadVerdict, ItemState, Verdict, decide, parse_verdict, pool_message,
+                                   route)
 
 log = logging.getLogger("flywheel.review")
 
@@ -81,7 +86,7 @@ class ReviewService:
                     items_in.append((rec, obj))
                 elif rec.topic == REVIEW_VERDICTS.name:
                     obj = load_message(rec.value, REVIEW_VERDICTS.schema)
-                    verdicts_in.append((rec, _parse(obj, self.tasks)))
+                    verdicts_in.append((rec, parse_verdict(obj, self.tasks.get(obj["task"]))))
                 else:
                     self._dead(plan, rec, f"the review agent does not read topic {rec.topic!r}")
             except InvalidMessage as exc:
@@ -173,8 +178,6 @@ class ReviewService:
         """Plan and make durable. Store and broker failures are retried until they succeed (the
         batch stays unacknowledged meanwhile); a bug in planning isolates the record that trips it
         and dead-letters it. Never raises (except cancellation)."""
-        from kernel.retry import retry_forever
-
         plan = await self._plan_safely(records)
 
         async def publish() -> None:
@@ -192,8 +195,6 @@ class ReviewService:
         return plan
 
     async def _plan_safely(self, records: list[Record]) -> Plan:
-        from kernel.retry import retry_forever
-
         result: list[Plan] = []
 
         async def attempt() -> None:
@@ -224,12 +225,6 @@ class ReviewService:
                 f"{c['completed']} completed, {c['published_to_pool']} to the pool, {c['dead']} dead letters")
 
 
-def _parse(obj: dict, tasks: dict[str, TaskConfig]) -> Verdict:
-    from streams.review.policy import parse_verdict
-
-    return parse_verdict(obj, tasks.get(obj["task"]))
-
-
 def _arrival(obj: dict, rec: Record, now: datetime) -> datetime:
     if obj.get("ts"):
         try:
@@ -243,8 +238,6 @@ def _arrival(obj: dict, rec: Record, now: datetime) -> datetime:
 
 def _id_of(rec: Record) -> str | None:
     try:
-        import orjson
-
         obj: Any = orjson.loads(rec.value or b"")
         return obj.get("verdict_id") if isinstance(obj, dict) else None
     except Exception:
@@ -252,12 +245,6 @@ def _id_of(rec: Record) -> str | None:
 
 
 def _is_store_error(exc: BaseException) -> bool:
-    from kernel.warehouse import WarehouseError
-
-    try:
-        from kernel.warehouse.remote import OwnerUnreachable
-    except ImportError:  # pragma: no cover
-        OwnerUnreachable = WarehouseError  # noqa: N806
     return isinstance(exc, (WarehouseError, OwnerUnreachable, OSError))
 
 

@@ -57,12 +57,16 @@ def verdict_row(v: Verdict, received_at: datetime) -> dict[str, Any]:
             "decided_at": v.decided_at, "received_at": ch_time(received_at, digits=6)}
 
 
-def load_items(store: Warehouse, keys: Iterable[Key]) -> dict[Key, dict]:
+def _rows_by_key(store: Warehouse, table: str, keys: Iterable[Key]) -> dict[Key, dict]:
     keys = list(keys)
     if not keys:
         return {}
-    rows = store.rows(f"SELECT * FROM review_items FINAL WHERE (task, item_id) IN ({_keys_sql(keys)})")
+    rows = store.rows(f"SELECT * FROM {table} FINAL WHERE (task, item_id) IN ({_keys_sql(keys)})")
     return {(r["task"], r["item_id"]): r for r in rows}
+
+
+def load_items(store: Warehouse, keys: Iterable[Key]) -> dict[Key, dict]:
+    return _rows_by_key(store, "review_items", keys)
 
 
 def load_verdicts(store: Warehouse, keys: Iterable[Key]) -> dict[Key, list[Verdict]]:
@@ -82,11 +86,7 @@ def load_verdicts(store: Warehouse, keys: Iterable[Key]) -> dict[Key, list[Verdi
 
 
 def load_routing(store: Warehouse, keys: Iterable[Key]) -> dict[Key, dict]:
-    keys = list(keys)
-    if not keys:
-        return {}
-    rows = store.rows(f"SELECT * FROM review_routing FINAL WHERE (task, item_id) IN ({_keys_sql(keys)})")
-    return {(r["task"], r["item_id"]): r for r in rows}
+    return _rows_by_key(store, "review_routing", keys)
 
 
 def routing_row(task: str, item_id: str, destination: str, outcome: str, gold_version: int = 0,

@@ -282,7 +282,10 @@ def reviewer_of(request: Request) -> str | None:
 
 def _local_path(value: str) -> str:
     """``value`` when it is a path on this site, else "/" (a redirect never leaves the console)."""
-    return value if value.startswith("/") and not value.startswith("//") else "/"
+    # browsers read "/\\host" like "//host" (another site), so a backslash or a control
+    # character anywhere sends the redirect home
+    safe = value.startswith("/") and not value.startswith("//") and not any(c == "\\" or ord(c) < 32 for c in value)
+    return value if safe else "/"
 
 
 def _cursor(value: str | None) -> tuple[str, str] | None:

@@ -204,3 +204,11 @@ def test_wilson_interval():
     with pytest.raises(ValueError):
         wilson(3, 2)
     assert progress(120, 500) == 0.24 and progress(900, 500) == 1.0 and progress(5, 0) == 1.0
+
+
+def test_redirect_targets_never_leave_the_console():
+    from console.app import _local_path
+
+    assert _local_path("/review/tx?cursor=a") == "/review/tx?cursor=a"
+    for outside in ("//evil.example/", "/\\evil.example/", "/ok\\..\\x", "https://evil.example/", "/a\r\nb", ""):
+        assert _local_path(outside) == "/", outside

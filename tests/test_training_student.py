@@ -71,6 +71,10 @@ def test_length_grouped_batches_cover_every_example_once_per_epoch_with_less_pad
     assert len(e1) == len(plain(1))                            # the same number of steps per epoch
     # a batch mixes examples from across the data, not only neighbours in the input order
     assert max(max(b) - min(b) for b in e1) > 500
+    # and the batches come in shuffled order, not short pools first (the first step sees a long one
+    # as often as a short one)
+    longest = [max(lengths[i] for i in b) for b in e1]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
 
 
 def test_length_grouping_is_a_train_key():

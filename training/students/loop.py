@@ -87,10 +87,10 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int,
     lengths carry less padding; every example is still seen once per epoch in a random batch
     (the sort is within a pool of ``group * batch_size`` random examples, not over the data)."""
     n = len(lengths)
-    rng = random.Random(seed)
     pool = max(1, batch_size * max(1, group))
 
     def make_batches(epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{seed}:{epoch}")   # an epoch's batches do not depend on earlier calls
         order = list(range(n))
         rng.shuffle(order)
         batches: list[list[int]] = []

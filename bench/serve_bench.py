@@ -140,40 +140,6 @@ class Direct:
 
 # ---------------------------------------------------------------------- serve processes
 
-class Serve:
-    def __init__(self, settings, log: Path, port: int, model_port: int | None, backend: str | None = None):
-        from tests.conftest import free_port  # noqa: F401  (same helper module as the tests)
-
-        args = [sys.executable, "-c", "from flywheel.cli import main; main()", "serve", "--port", str(port),
-                "--model-port", str(model_port or 0)]
-        if backend:
-            args += ["--backend", backend]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka.servers,
-               "FLYWHEEL_DATA_DIR": str(settings.data_dir), "FLYWHEEL_TASKS_DIR": str(settings.tasks_dir)}
-        self.log = log
-        self.proc = subprocess.Popen(args, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-        self.url = f"http://127.0.0.1:{port}"
-        self.model_url = f"http://127.0.0.1:{model_port}" if model_port else None
-
-    def wait(self, timeout=120):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log.read_text()[-3000:])
-            if b"flywheel serve:" in self.log.read_bytes():
-                return
-            time.sleep(0.2)
-        raise RuntimeError("serve did not start:\n" + self.log.read_text()[-3000:])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 async def timed_requests(client, path, body_fn, n, concurrency=1):
     lat, fails = [], 0
 
@@ -222,7 +188,7 @@ async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
     import httpx
 
     from streams.promote.apply import apply
-    from tests.conftest import free_port
+    from tests.helpers.serving import Serve
     from aiokafka import AIOKafkaProducer
 
     res: dict = {}
@@ -233,12 +199,11 @@ async def bench(args, settings, store, tmp: Path, adapters: dict) -> dict:
     for task, vs in ((TASK_E, enc), (TASK_C, cau)):
         await apply(store, settings.kafka, "promote", task, vs[0][0], decided_by="bench", producer=producer)
 
-    port, mport, rport = free_port(), free_port(), free_port()
-    main = Serve(settings, tmp / "serve.log", port, mport)
-    main.wait()
+    main = Serve(settings, tmp / "serve.log")
+    main.wait_ready(120)
     # a router-only process in front of main's model server: the production shape (router -> HTTP -> server)
-    front = Serve(settings, tmp / "front.log", rport, None, backend=main.model_url)
-    front.wait()
+    front = Serve(settings, tmp / "front.log", model_port=0, backend=main.model_url)
+    front.wait_ready(120)
     e_body = lambda i: {"model": TASK_E, "input": f"{TEXT} {i}"}  # noqa: E731
     c_body = lambda i: {"model": TASK_C, "messages": [{"role": "user", "content": f"{TEXT} {i}"}],  # noqa: E731
                         "max_tokens": args.gen_tokens}

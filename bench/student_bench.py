@@ -37,7 +37,6 @@ import resource
 import sys
 import tempfile
 import time
-import unicodedata
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -72,11 +71,9 @@ def load_sentences(max_pos: int = 3, min_words: int = 8, max_words: int = 45) ->
     return rows
 
 
-def norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
 def build(seed: int, n_gold: int = 400, gold_articles: int = 300, noise: float = 0.10):
+    from kernel.similarity import normalise as norm   # the pipeline's exact-duplicate key
+
     rng = random.Random(seed)
     rows = load_sentences()
     arts = sorted({r["article"] for r in rows})

@@ -16,12 +16,10 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from .gguf import BaseModelError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-class BaseModelError(ValueError):
-    """A base model that cannot be loaded offline; the message names the fix."""
 
 
 def _unavailable(base: str, exc: Exception) -> BaseModelError:

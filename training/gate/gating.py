@@ -11,6 +11,7 @@ from typing import Any, Callable
 import orjson
 
 from kernel.gold import current_version, load_gold
+from kernel.jsonl import read_jsonl
 from kernel.lifecycle import after_gate
 from kernel.tasks import TaskConfig
 from kernel.warehouse import Warehouse
@@ -134,15 +135,10 @@ def read_predictions(path: Path, gold_rows: list[dict]) -> tuple[dict[str, Any],
     gold_ids = {r["id"] for r in gold_rows}
     answers: dict[str, Any] = {}
     unknown = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise GateError(f"{path}:{n}: not JSON ({exc})") from None
-        if not isinstance(obj, dict) or "id" not in obj or "output" not in obj:
-            raise GateError(f'{path}:{n}: each line must be {{"id": "<gold id>", "output": ...}}')
+    shape = '{"id": "<gold id>", "output": ...}'
+    for n, obj in read_jsonl(raw.splitlines(), str(path), shape=shape, error=GateError):
+        if "id" not in obj or "output" not in obj:
+            raise GateError(f"{path}:{n}: each line must be {shape}")
         if obj["id"] in answers:
             raise GateError(f"{path}:{n}: id {obj['id']!r} answered twice")
         if obj["id"] not in gold_ids:

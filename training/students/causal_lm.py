@@ -85,29 +85,14 @@ def use_4bit(cfg: TrainConfig) -> bool:
 
 def load_base(cfg: TrainConfig):
     """Tokenizer and base model, 4-bit NF4 with double quantisation when QLoRA applies."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from serving.engine import causal_base_kwargs
     from serving.gguf import resolve_base_model
 
     base = resolve_base_model(cfg.base_model)   # a GGUF file (or "smollm2") is converted once, cached
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer or base, local_files_only=True)
-    kwargs: dict = {"local_files_only": True}
-    if use_4bit(cfg):
-        try:
-            import bitsandbytes  # noqa: F401
-            from transformers import BitsAndBytesConfig
-        except ImportError:
-            raise RuntimeError("QLoRA needs bitsandbytes: pip install -e '.[gpu]'") from None
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = {"": 0}
-        kwargs["dtype"] = torch.bfloat16
-    elif torch.cuda.is_available():
-        kwargs["dtype"] = torch.bfloat16
-        kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(base, **causal_base_kwargs(use_4bit(cfg)))
     return tok, model
 
 

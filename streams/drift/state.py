@@ -28,7 +28,7 @@ from kernel.tasks import TaskConfig
 from schemas.events import SCHEMA_VERSION
 from schemas.timefmt import ch_time, rfc3339
 from streams.canary.pairs import agree
-from streams.drift.config import DriftConfig
+from streams.drift.config import CANARY_METRICS, DriftConfig
 from streams.drift.detectors import Change, Monitor, StateError, js_divergence, severity
 
 STATE_VERSION = 2  # of TaskDrift.to_state(); 1 was the pickle of the whole object graph
@@ -335,8 +335,6 @@ class TaskDrift:
         return out
 
     def _restart_canary(self, key: tuple[str, str]) -> None:
-        from streams.drift.config import CANARY_METRICS
-
         for metric in CANARY_METRICS:
             c = self.cfg.active(metric)
             if c is not None:

@@ -91,6 +91,7 @@ class CanaryStage:
                                                             max_keepalive_connections=concurrency))
         self.model_url = model_url
         self.routes: dict[str, Route] = {}
+        self.history_ready = False
         self.started_at: dict[tuple[str, str], float] = {}
         self.inflight: set[asyncio.Task] = set()
         self.done: list[dict] = []
@@ -114,7 +115,9 @@ class CanaryStage:
         """The latest model.config decision of every task (model_config history)."""
         from serving import history
 
-        history.ensure_table(self.store)
+        if not self.history_ready:   # once per stage, not at every look of the judge (every 2 s)
+            history.ensure_table(self.store)
+            self.history_ready = True
         for name in self.tasks:
             r = history.current(self.store, name)
             if r is None:

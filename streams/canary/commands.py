@@ -74,13 +74,14 @@ def stop_cmd(task_name, version, abort, reason):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(task_name, limit, as_json):
     """The canary of a task: its pairs per slice, the judge's verdict now and its stored decisions."""
-    from kernel.warehouse import sql_str as q
+    import time
+
     from serving import history
 
     from . import judge as J
     from .config import canary_config
-    from .stage import known_slices
-    from .store import counts, decisions, ensure_tables
+    from .stage import verdict
+    from .store import counts, decisions, ensure_tables, started_at
 
     c = ctx()
     cfg = canary_config(c.task(task_name))
@@ -92,14 +93,8 @@ def status_cmd(task_name, limit, as_json):
         now = None
         if cur is not None and cur.canary and cur.serving:
             per = counts(store, task_name, cur.canary, cur.serving)
-            rows = store.rows(f"SELECT toUnixTimestamp64Milli(max(decided_at)) AS t FROM model_config FINAL WHERE "
-                              f"task = {q(task_name)} AND action = 'canary_start'")
-            import time
-
-            t0 = (rows[0]["t"] or 0) / 1000 if rows else 0
-            now = J.judge(per, time.time() - t0 if t0 else 0.0, min_pairs=cfg.min_pairs, min_duration=cfg.min_duration,
-                          max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha,
-                          n_slices=known_slices(c.task(task_name)))
+            t0 = started_at(store, task_name, cur.canary)
+            now = verdict(cfg, c.task(task_name), per, time.time() - t0 if t0 else 0.0)
     if as_json:
         click.echo(json.dumps({"task": task_name, "serving": cur.serving if cur else None,
                                "canary": cur.canary if cur else None,

@@ -68,6 +68,13 @@ def known_slices(task: TaskConfig) -> int | None:
     return len(task.labels) if task.slice_rule.source == "label" and task.labels else None
 
 
+def verdict(cfg: CanaryConfig, task: TaskConfig, counts, elapsed_s: float) -> J.Verdict:
+    """The judge on a task's pairs so far (``counts`` per slice), with its ``[canary]`` settings."""
+    return J.judge(counts, elapsed_s, min_pairs=cfg.min_pairs, min_duration=cfg.min_duration,
+                   max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha,
+                   n_slices=known_slices(task))
+
+
 class CanaryStage:
     """The canary's state and operations; the Faust glue is in ``install``."""
 
@@ -84,6 +91,7 @@ class CanaryStage:
                                                             max_keepalive_connections=concurrency))
         self.model_url = model_url
         self.routes: dict[str, Route] = {}
+        self.history_ready = False
         self.started_at: dict[tuple[str, str], float] = {}
         self.inflight: set[asyncio.Task] = set()
         self.done: list[dict] = []
@@ -107,7 +115,9 @@ class CanaryStage:
         """The latest model.config decision of every task (model_config history)."""
         from serving import history
 
-        history.ensure_table(self.store)
+        if not self.history_ready:   # once per stage, not at every look of the judge (every 2 s)
+            history.ensure_table(self.store)
+            self.history_ready = True
         for name in self.tasks:
             r = history.current(self.store, name)
             if r is None:
@@ -115,11 +125,7 @@ class CanaryStage:
                 continue
             self.routes[name] = r
             if r.canary and (name, r.canary) not in self.started_at:
-                rows = self.store.rows(
-                    f"SELECT toUnixTimestamp64Milli(max(decided_at)) AS t FROM model_config FINAL WHERE task = "
-                    f"{q(name)} AND action = 'canary_start' AND canary_version = {q(r.canary)}")
-                t = rows[0]["t"] if rows and rows[0]["t"] else None
-                self.started_at[(name, r.canary)] = float(t) / 1000 if t else time.time()
+                self.started_at[(name, r.canary)] = cstore.started_at(self.store, name, r.canary) or time.time()
 
     def share(self, task: str) -> float:
         """Percent of requests shadowed: the record's canary share, else [canary] pct."""
@@ -242,10 +248,7 @@ class CanaryStage:
         cfg = self.configs[task]
         counts = cstore.counts(self.store, task, r.canary, r.serving)
         elapsed = (now or time.time()) - self.started_at.get((task, r.canary), time.time())
-        v = J.judge(counts, elapsed, min_pairs=cfg.min_pairs, min_duration=cfg.min_duration,
-                    max_disagreement=cfg.max_disagreement, slice_tolerance=cfg.slice_tolerance, alpha=cfg.alpha,
-                    n_slices=known_slices(self.tasks[task]))
-        return v, r.canary, r.serving
+        return verdict(cfg, self.tasks[task], counts, elapsed), r.canary, r.serving
 
     def owned(self) -> list[str]:
         """The tasks this worker judges (see judged_here)."""

@@ -56,6 +56,14 @@ def counts(store: Warehouse, task: str, candidate: str, incumbent: str | None = 
                                     int(r["cand_better"]), int(r["cand_worse"])) for r in rows}
 
 
+def started_at(store: Warehouse, task: str, candidate: str) -> float | None:
+    """When ``candidate`` last entered canary for ``task`` (Unix seconds, model_config), or None."""
+    rows = store.rows(f"SELECT toUnixTimestamp64Milli(max(decided_at)) AS t FROM model_config FINAL WHERE "
+                      f"task = {q(task)} AND action = 'canary_start' AND canary_version = {q(candidate)}")
+    t = rows[0]["t"] if rows else None
+    return float(t) / 1000 if t else None
+
+
 def record_decision(store: Warehouse, task: str, candidate: str, incumbent: str, v: Verdict, action: str) -> None:
     store.insert("canary_decisions", [{
         "task": task, "candidate_version": candidate, "incumbent_version": incumbent, "outcome": v.outcome,

@@ -22,8 +22,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import orjson
-
 from kernel import metrics
 from kernel.retry import retry_forever
 from kernel.stage import WorkerContext
@@ -74,6 +72,14 @@ def decode_pair(raw: bytes | None, tasks) -> tuple[str, tuple]:
     disagree, error, wrong = canary_values(obj)
     return obj["task"], (f"{obj['candidate_version']}:{obj['request_id']}", obj["incumbent_version"],
                          obj["candidate_version"], disagree, error, wrong, ts)
+
+
+def decode_live_item(raw: bytes | None, tasks) -> tuple[str, tuple]:
+    """Bytes to (task, observe_live_batch item) for a valid live request, or LiveInvalid."""
+    obj = decode_live(raw, tasks)
+    teacher = obj.get("teacher_output")
+    agree = None if teacher is None else label_of(obj["output"]) == label_of(teacher)
+    return obj["task"], (obj["id"], obj["input"], agree, obj["_ts"])
 
 
 class DriftStage:
@@ -155,49 +161,35 @@ class DriftStage:
         await self.commit(touched, alerts)
 
     async def process_live(self, messages: list[Message]) -> None:
-        t0 = time.perf_counter()
-        now = datetime.now(timezone.utc)
-        dead: list[tuple[bytes, bytes]] = []
-        per_task: dict[str, list] = {}
-        for m in messages:
-            try:
-                obj = decode_live(m.value, self.tasks)
-            except LiveInvalid as exc:
-                dead.append(dead_letter(Decision("invalid", str(exc), m), now))
-                continue
-            teacher = obj.get("teacher_output")
-            agree = None if teacher is None else label_of(obj["output"]) == label_of(teacher)
-            per_task.setdefault(obj["task"], []).append((obj["id"], obj["input"], agree, obj["_ts"]))
-        alerts: list[dict] = []
-        for name, items in per_task.items():
-            alerts += self.drift[name].observe_live_batch(items, now)
-        touched = set(per_task)
-        self.events += len(messages)
-        self.busy_s += time.perf_counter() - t0
-        if dead and self.publish_dead is not None:
-            await _retry("publish live.requests dead letters", self._send_dead, dead)
-        await self.commit(touched, alerts)
+        """A batch of live.requests: input_length, oov_rate and agreement_rate."""
+        await self._process(messages, LIVE_REQUESTS.name, decode_live_item, TaskDrift.observe_live_batch)
 
     async def process_pairs(self, messages: list[Message]) -> None:
         """A batch of canary.pairs: the canary metrics of the serving/candidate versions."""
+        await self._process(messages, CANARY_PAIRS.name, decode_pair, TaskDrift.observe_canary_batch)
+
+    async def _process(self, messages: list[Message], topic: str, decode, observe) -> None:
+        """Decode each message to (task, item) (an invalid one becomes a dead letter), feed each
+        task's items to ``observe(TaskDrift, items, now)``, then publish the dead letters and commit."""
         t0 = time.perf_counter()
         now = datetime.now(timezone.utc)
         dead: list[tuple[bytes, bytes]] = []
         per_task: dict[str, list] = {}
         for m in messages:
             try:
-                task, item = decode_pair(m.value, self.tasks)
+                task, item = decode(m.value, self.tasks)
             except LiveInvalid as exc:
                 dead.append(dead_letter(Decision("invalid", str(exc), m), now))
                 continue
             per_task.setdefault(task, []).append(item)
         alerts: list[dict] = []
         for name, items in per_task.items():
-            alerts += self.drift[name].observe_canary_batch(items, now)
+            alerts += observe(self.drift[name], items, now)
         self.events += len(messages)
         self.busy_s += time.perf_counter() - t0
         if dead and self.publish_dead is not None:
-            await _retry("publish canary.pairs dead letters", self._send_dead, dead)
+            await _retry(f"publish {topic} dead letters", self._send_dead, dead)
+            metrics.DEAD_LETTERS.labels(topic).inc(len(dead))
         await self.commit(set(per_task), alerts)
 
     async def _send_dead(self, dead):
@@ -293,6 +285,12 @@ class DriftStage:
             if small or time.monotonic() - self.reference_at.get(name, 0) >= cfg.reference_refresh_s:
                 await asyncio.to_thread(self.refresh_reference, name)
 
+    def log_notes(self) -> None:
+        """Log the start-up and reference notes gathered so far, once."""
+        for level, note in self.notes:
+            log.log(level, note)
+        self.notes.clear()
+
     def status_line(self) -> str:
         per = self.busy_s / self.events * 1e6 if self.events else 0.0
         alerts = sum(m.alerts for td in self.drift.values() for m in td.monitors.values())
@@ -313,8 +311,6 @@ def install(ctx: WorkerContext) -> None:
     alerts_topic = app.topic(DRIFT_ALERTS.name, value_serializer="raw", key_serializer="raw")
     requests_topic = app.topic(RETRAIN_REQUESTS.name, value_serializer="raw", key_serializer="raw")
     dead_topic = app.topic(DEAD_LETTERS.name, value_serializer="raw", key_serializer="raw")
-    live_topic = app.topic(LIVE_REQUESTS.name, value_serializer="raw", key_serializer="raw")
-    pairs_topic = app.topic(CANARY_PAIRS.name, value_serializer="raw", key_serializer="raw")
 
     async def publish_alert(a: dict) -> None:
         await alerts_topic.send(key=a["task"].encode(), value=messages.encode(DRIFT_ALERTS, a), force=True)
@@ -327,31 +323,26 @@ def install(ctx: WorkerContext) -> None:
     async def publish_dead(key: bytes, value: bytes) -> None:
         await dead_topic.send(key=key, value=value, force=True)
         await app.producer.flush()
-        metrics.DEAD_LETTERS.labels(orjson.loads(value).get("source_topic", LIVE_REQUESTS.name)).inc()
 
     stage.publish_alert, stage.publish_request, stage.publish_dead = publish_alert, publish_request, publish_dead
     ctx.curate_hooks.append(stage.on_curated)
     settings = ctx.settings
 
-    @app.agent(live_topic, concurrency=1, name="drift-live")
-    async def drift_live(stream):
-        async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
-            metrics.EVENTS_IN.labels("drift", LIVE_REQUESTS.name).inc(len(events))
-            try:
-                await stage.process_live([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
-                                          for m in (ev.message for ev in events)])
-            except Exception:  # never escape: Faust would ack and skip silently
-                log.exception("drift: a live.requests batch failed; its statistics may be incomplete")
+    def batch_agent(topic: str, name: str, process) -> None:
+        """An agent on ``topic`` (raw bytes, batches, concurrency 1) feeding ``process``; nothing escapes it."""
+        async def agent(stream):
+            async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
+                metrics.EVENTS_IN.labels("drift", topic).inc(len(events))
+                try:
+                    await process([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
+                                   for m in (ev.message for ev in events)])
+                except Exception:  # never escape: Faust would ack and skip silently
+                    log.exception("drift: a %s batch failed; its statistics may be incomplete", topic)
 
-    @app.agent(pairs_topic, concurrency=1, name="drift-canary-pairs")
-    async def drift_pairs(stream):
-        async for events in stream.take_events(settings.sink_batch_rows, settings.sink_flush_seconds):
-            metrics.EVENTS_IN.labels("drift", CANARY_PAIRS.name).inc(len(events))
-            try:
-                await stage.process_pairs([Message(m.value, m.partition, m.offset, m.topic, m.timestamp)
-                                           for m in (ev.message for ev in events)])
-            except Exception:  # never escape: Faust would ack and skip silently
-                log.exception("drift: a canary.pairs batch failed; its statistics may be incomplete")
+        app.agent(app.topic(topic, value_serializer="raw", key_serializer="raw"), concurrency=1, name=name)(agent)
+
+    batch_agent(LIVE_REQUESTS.name, "drift-live", stage.process_live)
+    batch_agent(CANARY_PAIRS.name, "drift-canary-pairs", stage.process_pairs)
 
     @app.timer(interval=WINDOW_FLUSH_S)
     async def drift_windows() -> None:
@@ -380,15 +371,11 @@ def install(ctx: WorkerContext) -> None:
 
     @app.task
     async def drift_started() -> None:
-        for level, note in stage.notes:
-            log.log(level, note)
-        stage.notes.clear()
+        stage.log_notes()
 
     @app.timer(interval=30.0)
     async def drift_report() -> None:
-        for level, note in stage.notes:
-            log.log(level, note)
-        stage.notes.clear()
+        stage.log_notes()
         log.info(stage.status_line())
 
 

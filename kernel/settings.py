@@ -92,6 +92,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 class KafkaSettings:
     bootstrap: str | None = None  # None: start the embedded broker
     embedded_listen: str = "127.0.0.1:9092"
+    embedded_storage: str = "disk"  # the embedded broker's: disk (under data_dir/broker) or memory
+    trim_seconds: float = 10.0  # how often `up` deletes what every consumer group committed
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -171,6 +173,13 @@ class Settings:
     def chdb_path(self) -> Path:
         return self.data_dir / "chdb"
 
+    @property
+    def broker_path(self) -> Path | None:
+        """The embedded broker's files (None: memory storage, or an external broker)."""
+        if not self.kafka.embedded or self.kafka.embedded_storage != "disk":
+            return None
+        return self.data_dir / "broker"
+
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -204,9 +213,15 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
     if mechanism is not None and mechanism not in SASL_MECHANISMS:
         raise SettingsError(f"FLYWHEEL_KAFKA_SASL_MECHANISM={mechanism!r} is not supported: use one of "
                             f"{', '.join(SASL_MECHANISMS)} (with FLYWHEEL_KAFKA_SASL_USERNAME and _PASSWORD)")
+    storage = env.get("FLYWHEEL_BROKER_STORAGE", "disk")
+    if storage not in {"disk", "memory"}:
+        raise SettingsError(f"FLYWHEEL_BROKER_STORAGE={storage!r}: use disk (the default: topics survive a "
+                            "restart of `up`) or memory (nothing on disk, nothing ever freed)")
     kafka = KafkaSettings(
         bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
         embedded_listen=env.get("FLYWHEEL_EMBEDDED_LISTEN", "127.0.0.1:9092"),
+        embedded_storage=storage,
+        trim_seconds=_float(env, "FLYWHEEL_BROKER_TRIM_SECONDS", 10.0),
         security_protocol=protocol,
         sasl_mechanism=mechanism,
         sasl_username=env.get("FLYWHEEL_KAFKA_SASL_USERNAME") or None,

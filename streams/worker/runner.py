@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from kernel.broker import TRIM_EVERY_SECONDS, EmbeddedBroker, Trimmer, ensure_topics
+from kernel.broker import EmbeddedBroker, Trimmer, ensure_topics
 from kernel.settings import Settings
 from kernel.tasks import TaskConfig
 from kernel.warehouse import open_warehouse
@@ -38,16 +38,20 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
     trimmer = None
     try:
         if settings.kafka.embedded:
-            broker = EmbeddedBroker(settings.kafka.embedded_listen, log_path=settings.data_dir / "broker.log")
+            broker = EmbeddedBroker(settings.kafka.embedded_listen, log_path=settings.data_dir / "broker.log",
+                                    storage=settings.broker_path)
             broker.start()
-            echo(f"broker     embedded Tansu (memory storage) listening on {broker.bootstrap}")
+            where = (f"disk storage at {settings.broker_path.resolve()}" if settings.broker_path
+                     else "memory storage: topics are lost when `up` stops")
+            echo(f"broker     embedded Tansu ({where}) listening on {broker.bootstrap}")
         else:
             echo(f"broker     {settings.kafka.servers} ({settings.kafka.security_protocol})")
         created = asyncio.run(ensure_topics(settings.kafka))
         if created:
             echo(f"topics     created {', '.join(created)}")
         if broker is not None:  # delete what every consumer group committed, where the broker can
-            trimmer = Trimmer(broker.bootstrap, TRIM_EVERY_SECONDS, echo=echo)
+            trimmer = Trimmer(broker.bootstrap, settings.kafka.trim_seconds, echo=echo,
+                              disk_root=settings.broker_path)
             trimmer.start()
         try:
             store = open_warehouse(settings, own=True)

@@ -17,7 +17,14 @@ latency        per rate: publish for --latency-seconds; a poller SELECTs new ids
                store endpoint every 50 ms; latency = first poll that saw the id - the moment
                before the producer's send; p50/p95/p99/max after a 3 s warm-up.
 soak           --soak-rate ev/s for --soak-seconds; RSS of the worker child, the broker (Tansu),
-               the broker's relay and `up` (which holds chdb) every 10 s.
+               its disk storage's S3 server, the broker's relay and `up` (which holds chdb), and
+               the broker's files on disk, every 10 s.
+up_kill        SIGKILL of `up` itself 15 s into publishing 30,000 events at 1,000 ev/s, `up`
+               restarted over the same data directory: acknowledged events never curated, with
+               the broker's memory storage and with its disk storage (the default).
+broker_storage the embedded broker alone with each storage: produce 100,000 messages as 10,000
+               batches, read them back, commit, trim (RSS, files); then one listing of a
+               10,000-file partition through localbucket's handler and through flywheel's.
 broker_memory  the embedded broker alone: RSS after producing 150,000 ~230-byte messages, and
                whether DeleteRecords below a committed offset (or topic retention) frees it;
                which storage engines the shipped binary accepts.
@@ -119,13 +126,15 @@ class Up:
         return int((self.data / "worker.pid").read_text())
 
     def processes(self) -> dict[str, psutil.Process]:
-        """up, its worker child, the broker (Tansu) and the broker's relay."""
+        """up, its worker child, the broker (Tansu), its disk storage's S3 server and its relay."""
         up = psutil.Process(self.proc.pid)
         out = {"up": up}
         for child in up.children():
             cmd = " ".join(child.cmdline())
             if "tansu" in cmd:
                 out["broker"] = child
+            elif "kernel.broker_disk" in cmd:
+                out["broker_disk"] = child
             elif "kafka_relay" in cmd:
                 out["relay"] = child
             elif "worker_main" in cmd:
@@ -338,7 +347,8 @@ def bench_soak(seconds: float, rate: float, every: float = 10.0) -> dict:
         try:
             store = up.store()
             procs = up.processes()
-            samples = [{"t_s": 0, "sent": 0, "curated": 0, **{k: mib(p) for k, p in procs.items()}}]
+            samples = [{"t_s": 0, "sent": 0, "curated": 0, **{k: mib(p) for k, p in procs.items()},
+                        **broker_files(up.data)}]
             pub = Publisher(up.listen, "s", rate)
             pub.start()
             t0 = time.monotonic()
@@ -347,7 +357,7 @@ def bench_soak(seconds: float, rate: float, every: float = 10.0) -> dict:
                 procs = up.processes()
                 s = {"t_s": round(time.monotonic() - t0), "sent": len(pub.t_send),
                      "curated": count(store, "SELECT count() FROM curation_events"),
-                     **{k: mib(p) for k, p in procs.items()}}
+                     **{k: mib(p) for k, p in procs.items()}, **broker_files(up.data)}
                 samples.append(s)
                 print(f"  {s}", flush=True)
                 if pub.error:
@@ -369,9 +379,21 @@ def bench_soak(seconds: float, rate: float, every: float = 10.0) -> dict:
 
     return {"seconds": seconds, "rate_ev_s": rate, "sent_acknowledged": sent,
             "achieved_ev_s": round(sent / seconds, 1), "samples": samples,
-            "growth_mib_per_100k_messages_second_half": {k: slope(k) for k in ("worker", "broker", "relay", "up")},
-            "peak_mib": {k: max(s[k] for s in samples if s.get(k) is not None)
-                         for k in ("worker", "broker", "relay", "up")}}
+            "growth_mib_per_100k_messages_second_half": {k: slope(k) for k in SOAK_KEYS},
+            "peak_mib": {k: max((s[k] for s in samples if s.get(k) is not None), default=None) for k in SOAK_KEYS}}
+
+
+SOAK_KEYS = ("worker", "broker", "broker_disk", "relay", "up", "broker_files_mib")
+
+
+def broker_files(data: Path) -> dict:
+    """The embedded broker's disk storage: files and MiB under data/broker (none: memory storage)."""
+    from kernel.broker_disk import disk_usage
+
+    if not (data / "broker").exists():
+        return {}
+    files, size = disk_usage(data / "broker")
+    return {"broker_files": files, "broker_files_mib": round(size / 2**20, 2)}
 
 
 # ------------------------------------------------------------------------------------- broker memory
@@ -425,6 +447,172 @@ def bench_broker_memory(n: int = 150_000) -> dict:
     return out
 
 
+def bench_up_kill(storage: str, n: int = 30_000, rate: float = 1000.0, kill_at: float = 15.0) -> dict:
+    """SIGKILL of `up` itself (its broker, store endpoint and worker go with it) ``kill_at`` s
+    into publishing ``n`` events at ``rate``; then `up` is started again over the same data
+    directory: how many events the broker had acknowledged before the kill are never curated."""
+    from aiokafka import AIOKafkaProducer
+
+    acked: set[int] = set()
+
+    async def publish(servers: str, stop: threading.Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, request_timeout_ms=3000)
+        await producer.start()
+        t0, futs = time.monotonic(), []
+        try:
+            for i in range(n):
+                if stop.is_set():
+                    break
+                fut = await producer.send("teacher.logs", event(f"u{i:09d}", i), key=b"transactions")
+                fut.add_done_callback(lambda f, i=i: f.exception() is None and acked.add(i))
+                futs.append(fut)
+                ahead = (i + 1) / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await asyncio.gather(*futs, return_exceptions=True)
+        finally:
+            try:
+                await asyncio.wait_for(producer.stop(), 5)
+            except Exception:
+                pass
+
+    with tempfile.TemporaryDirectory(prefix=f"faults-upkill-{storage}-") as tmp:
+        env = {"FLYWHEEL_BROKER_STORAGE": storage}
+        up = Up(Path(tmp), env).start()
+        stop = threading.Event()
+        sender = threading.Thread(target=lambda: asyncio.run(publish(up.listen, stop)), daemon=True)
+        sender.start()
+        time.sleep(kill_at)
+        up.proc.send_signal(signal.SIGKILL)
+        up.proc.wait(10)
+        stop.set()
+        sender.join(60)
+        acked_before = set(acked)
+        time.sleep(3)  # the broker's processes stop when `up` dies
+        listen = up.listen
+        up = Up(Path(tmp), env)
+        up.listen = listen
+        up.log_path = Path(tmp) / "up2.log"
+        up.start()
+        try:
+            store = up.store()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until nothing more arrives for 10 s
+                before = count(store, "SELECT count(DISTINCT id) FROM curation_events")
+                if before >= len(acked_before):
+                    break
+                time.sleep(10)
+                if count(store, "SELECT count(DISTINCT id) FROM curation_events") == before:
+                    break
+            got = {int(x[1:]) for x in store.query("SELECT id FROM curation_events FINAL", fmt="TSV").decode().split()}
+            return {"storage": storage, "rate_ev_s": rate, "killed_at_s": kill_at,
+                    "acknowledged_before_kill": len(acked_before), "curated_after_restart": len(got),
+                    "lost_acknowledged": len(acked_before - got),
+                    "curation_events_final": count(store, "SELECT count() FROM curation_events FINAL")}
+        finally:
+            up.stop()
+
+
+def bench_broker_storage(n: int = 100_000, per_batch: int = 10) -> dict:
+    """Each storage of the embedded broker alone: produce ``n`` ~230-byte messages as batches of
+    ``per_batch`` (one produce request each, so n/per_batch batch files on disk), read them all
+    back from offset 0, commit, trim; broker RSS and files. Then, on the disk storage's files,
+    the time of one listing of that partition through localbucket's own handler and through
+    flywheel's (Tansu lists the partition on every fetch)."""
+    import http.server
+    import urllib.request
+
+    import localbucket
+
+    from kernel import broker_disk
+    from kernel.broker import EmbeddedBroker, trim_committed
+
+    async def run(b, root: Path | None) -> dict:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        procs = [psutil.Process(b._proc.pid)] + ([psutil.Process(b._disk.pid)] if b._disk else [])
+        rss = lambda: round(sum(p.memory_info().rss for p in procs) / 2**20, 1)  # noqa: E731
+        admin = AIOKafkaAdminClient(bootstrap_servers=b.bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic("t", 1, 1)])
+        await admin.close()
+        res = {"rss_start_mib": rss()}
+        producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, acks="all")
+        await producer.start()
+        t0 = time.monotonic()
+        for start in range(0, n, per_batch):
+            batch = producer.create_batch()
+            for i in range(start, min(n, start + per_batch)):
+                batch.append(key=None, value=event(f"m{i:09d}", i), timestamp=None)
+            await (await producer.send_batch(batch, "t", partition=0))
+        res["produce_s"] = round(time.monotonic() - t0, 2)
+        await producer.stop()
+        res["rss_after_produce_mib"] = rss()
+        if root:
+            res["files_after_produce"], size = broker_disk.disk_usage(root)
+            res["files_mib_after_produce"] = round(size / 2**20, 1)
+        tp = TopicPartition("t", 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id="g", enable_auto_commit=False)
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        t0, got = time.monotonic(), 0
+        while got < n and time.monotonic() - t0 < 600:
+            got += sum(len(v) for v in (await consumer.getmany(timeout_ms=1000)).values())
+        res["consume_s"], res["consumed"] = round(time.monotonic() - t0, 2), got
+        await consumer.commit({tp: n})
+        await consumer.stop()
+        report = await trim_committed(b.bootstrap, disk_root=root)
+        res["trim"] = report.as_dict()
+        await asyncio.sleep(2)
+        res["rss_after_trim_mib"] = rss()
+        if root:
+            res["files_after_trim"], size = broker_disk.disk_usage(root)
+            res["files_mib_after_trim"] = round(size / 2**20, 2)
+        return res
+
+    out: dict = {"messages": n, "per_batch": per_batch}
+    with tempfile.TemporaryDirectory(prefix="faults-storage-") as tmp:
+        for storage in ("memory", "disk"):
+            root = Path(tmp) / "broker" if storage == "disk" else None
+            with EmbeddedBroker(f"127.0.0.1:{free_port()}", storage=root) as b:
+                out[storage] = asyncio.run(run(b, root))
+            print(f"  {storage}: {out[storage]}", flush=True)
+        for k in ("produce_s", "consume_s"):
+            out[f"{k}_disk_over_memory"] = round(out["disk"][k] / out["memory"][k], 2)
+        # listing a partition of n/per_batch batch files: localbucket's handler against ours
+        listing_root = Path(tmp) / "listing"
+        records = listing_root / "tansu" / "clusters" / "c" / "topics" / "t" / "partitions" / "0000000000" / "records"
+        records.mkdir(parents=True)
+        for i in range(0, n, per_batch):
+            (records / f"{i:0>20}.batch").write_bytes(b"x" * 2300)
+        prefix = "clusters/c/topics/t/partitions/0000000000/records/"
+        timings = {}
+        for name, handler in (("localbucket", localbucket.S3Handler), ("flywheel", broker_disk.Handler)):
+            handler.data_root = listing_root.resolve()
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{server.server_address[1]}/tansu?list-type=2&prefix={prefix}"
+            runs, keys = [], 0
+            for _ in range(5):
+                t0 = time.perf_counter()
+                url_now = url
+                while url_now:  # follow continuation tokens, as object_store does
+                    body = urllib.request.urlopen(url_now).read().decode()
+                    keys += body.count("<Key>")
+                    token = body.split("<NextContinuationToken>")[1].split("<")[0] if "<NextContinuationToken>" in body else None
+                    url_now = f"{url}&continuation-token={token}" if token else None
+                runs.append(time.perf_counter() - t0)
+            server.shutdown()
+            server.server_close()
+            timings[name] = {"median_ms": round(sorted(runs)[2] * 1000, 1), "keys_per_listing": keys // 5}
+        out["listing"] = {"files": n // per_batch, **timings,
+                          "flywheel_over_localbucket": round(timings["flywheel"]["median_ms"]
+                                                             / timings["localbucket"]["median_ms"], 3)}
+    return out
+
+
 def probe_storage_engines() -> dict:
     """Which --storage-engine URLs the embedded Tansu binary accepts: the first error line, or
     that it started (an s3:// engine starts without checking that an S3 endpoint answers)."""
@@ -463,7 +651,8 @@ def bench_store_faults() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="*", default=["broker_memory", "store_faults", "kill", "latency", "soak"])
+    ap.add_argument("--only", nargs="*", default=["broker_memory", "broker_storage", "up_kill", "store_faults",
+                                                  "kill", "latency", "soak"])
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--kill-rate", type=float, default=1000)
     ap.add_argument("--latency-rates", type=float, nargs="*", default=[500, 2000])
@@ -491,6 +680,10 @@ def main() -> None:
             results["soak"] = bench_soak(a.soak_seconds, a.soak_rate)
         elif part == "store_faults":
             results["store_faults"] = bench_store_faults()
+        elif part == "broker_storage":
+            results["broker_storage"] = bench_broker_storage()
+        elif part == "up_kill":
+            results["up_kill"] = {st: bench_up_kill(st) for st in ("memory", "disk")}
         elif part == "broker_memory":
             results["broker_memory"] = bench_broker_memory(a.broker_messages)
             results["broker_memory"]["storage_engines"] = probe_storage_engines()

@@ -29,9 +29,12 @@ on every fetch:
 from __future__ import annotations
 
 import argparse
+import base64
+import bisect
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -42,64 +45,106 @@ import localbucket
 
 BUCKET = "tansu"
 BATCH_SUFFIX = ".batch"
-# object_store sends no max-keys; a page is the whole partition's listing (kept short by the trim).
-LIST_PAGE = 1_000_000
+# Keys per listing page, as S3 (object_store sends no max-keys). Pages matter here: Tansu checks its
+# fetch deadline between listed keys, so with pages it reads keys from the head of the partition
+# (the oldest unconsumed batch, after the trim) until the deadline and a consumer near the head
+# always progresses, however long the backlog behind it; one page of everything would have to
+# arrive whole within the deadline (the worker's fetch wait is 50 ms).
+LIST_PAGE = 1000
 
 
 def _last_modified(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def _render(key: str, size: int, mtime_ns: int, etag: str) -> str:
+    return (f"<Contents><Key>{escape(key)}</Key><LastModified>{_last_modified(mtime_ns)}</LastModified>"
+            f"<ETag>&quot;{etag}&quot;</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>")
+
+
+@dataclass
+class _Dir:
+    mtime_ns: int
+    files: dict[str, tuple[tuple[int, int], str]]  # name -> ((size, mtime_ns), rendered entry)
+    keys: list[str]                                  # sorted (as bytes) keys of the files
+    rendered: list[str]                              # in the order of keys
+
+
 class ListingCache:
-    """One rendered ``<Contents>`` entry per file, kept while the file is unchanged (same size
-    and mtime; batch files, written once, are not even stat'ed again: 5 µs per stat was most of
-    a listing's cost); entries of files gone from a listed directory are dropped, and so is
-    localbucket's ETag cache entry for them (it never forgets a path otherwise)."""
+    """A sorted, rendered listing per directory, rebuilt only when the directory changed (its
+    mtime: localbucket writes every object as a new file renamed into place, and the trim
+    unlinks). Each file's ``<Contents>`` entry is rendered once while it is unchanged (batch
+    files, written once, are not even stat'ed again: 5 µs per stat was most of a listing's
+    cost). Entries of files gone are dropped, and so is localbucket's ETag cache entry for them
+    (it never forgets a path otherwise)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._dirs: dict[str, dict[str, tuple[tuple[int, int], str]]] = {}
+        self._dirs: dict[str, _Dir] = {}
 
-    def entries(self, bucket_dir: Path, directory: Path, prefix: str) -> list[tuple[str, str]]:
-        """(key, rendered entry) for the files directly in ``directory`` whose key starts with
-        ``prefix``, sorted by key."""
+    def directory(self, bucket_dir: Path, directory: Path) -> _Dir:
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            return _Dir(0, {}, [], [])
+        with self._lock:
+            old = self._dirs.get(str(directory))
+        if old is not None and old.mtime_ns == mtime:
+            return old
         rel = directory.relative_to(bucket_dir).as_posix()
         base = "" if rel == "." else rel + "/"
         try:
             scan = [e for e in os.scandir(directory) if e.is_file() and not e.name.startswith(localbucket.TEMP_PREFIX)]
         except FileNotFoundError:
             scan = []
-        with self._lock:
-            old = self._dirs.get(str(directory), {})
-        new: dict[str, tuple[tuple[int, int], str]] = {}
+        before = old.files if old is not None else {}
+        files: dict[str, tuple[tuple[int, int], str]] = {}
         for entry in scan:
-            cached = old.get(entry.name)
+            cached = before.get(entry.name)
             if cached is not None and entry.name.endswith(BATCH_SUFFIX):  # Tansu writes a batch once
-                new[entry.name] = cached
+                files[entry.name] = cached
                 continue
             try:
                 st = entry.stat()
+                sig = (st.st_size, st.st_mtime_ns)
+                if cached is None or cached[0] != sig:
+                    cached = (sig, _render(base + entry.name, st.st_size, st.st_mtime_ns,
+                                           localbucket.object_etag(Path(entry.path))))
             except FileNotFoundError:
                 continue
-            sig = (st.st_size, st.st_mtime_ns)
-            if cached is None or cached[0] != sig:
-                try:
-                    etag = localbucket.object_etag(Path(entry.path))
-                except FileNotFoundError:
-                    continue
-                cached = (sig, f"<Contents><Key>{escape(base + entry.name)}</Key>"
-                               f"<LastModified>{_last_modified(st.st_mtime_ns)}</LastModified>"
-                               f"<ETag>&quot;{etag}&quot;</ETag><Size>{st.st_size}</Size>"
-                               "<StorageClass>STANDARD</StorageClass></Contents>")
-            new[entry.name] = cached
+            files[entry.name] = cached
         with localbucket._etag_lock:
-            for gone in old.keys() - new.keys():
+            for gone in before.keys() - files.keys():
                 localbucket._etag_cache.pop(os.path.join(str(directory), gone), None)
+        names = sorted(files, key=str.encode)
+        listing = _Dir(mtime, files, [base + n for n in names], [files[n][1] for n in names])
         with self._lock:
-            self._dirs[str(directory)] = new
-        out = [(base + name, rendered) for name, (_, rendered) in new.items() if (base + name).startswith(prefix)]
-        out.sort(key=lambda item: item[0].encode())
-        return out
+            self._dirs[str(directory)] = listing
+        return listing
+
+    def page(self, bucket_dir: Path, prefix: str, after: str, limit: int) -> tuple[list[str], list[str], bool]:
+        """Keys (and their rendered entries) under ``prefix`` sorted after ``after``, at most
+        ``limit``; and whether more follow."""
+        start = bucket_dir.joinpath(*prefix.split("/")[:-1])
+        keys: list[str] = []
+        rendered: list[str] = []
+        dirs = 0
+        for directory, _, _ in os.walk(start):
+            d = self.directory(bucket_dir, Path(directory))
+            lo = bisect.bisect_right(d.keys, after) if after else 0  # keys are ASCII: str order = byte order
+            taken = 0
+            for i in range(lo, len(d.keys)):
+                if taken > limit:  # each directory is sorted: the page is among its first limit + 1
+                    break
+                if d.keys[i].startswith(prefix):
+                    keys.append(d.keys[i])
+                    rendered.append(d.rendered[i])
+                    taken += 1
+            dirs += 1
+        if dirs > 1:  # merge the directories' listings
+            order = sorted(range(len(keys)), key=lambda i: keys[i].encode())
+            keys, rendered = [keys[i] for i in order], [rendered[i] for i in order]
+        return keys[:limit], rendered[:limit], len(keys) > limit
 
 
 LISTINGS = ListingCache()
@@ -109,31 +154,34 @@ class Handler(localbucket.S3Handler):
     disable_nagle_algorithm = True
 
     def _list_objects_v2(self, bucket: str) -> None:
+        """A listing with a prefix and paging (no delimiter), the kind Tansu sends, from the
+        cache; any other kind is localbucket's."""
         query = self.query
-        plain = set(query) <= {"list-type", "prefix", "fetch-owner"}
-        if not plain:
+        if not set(query) <= {"list-type", "prefix", "fetch-owner", "continuation-token", "start-after", "max-keys"}:
             return super()._list_objects_v2(bucket)
         bucket_dir = self._bucket_dir(bucket)
         prefix = query.get("prefix", "")
-        entries: list[tuple[str, str]] = []
-        for directory, _, _ in os.walk(bucket_dir.joinpath(*prefix.split("/")[:-1])):
-            entries.extend(LISTINGS.entries(bucket_dir, Path(directory), prefix))
-        entries.sort(key=lambda item: item[0].encode())
+        token = query.get("continuation-token")
+        try:
+            after = base64.urlsafe_b64decode(token.encode()).decode() if token else query.get("start-after", "")
+        except (ValueError, UnicodeDecodeError):
+            return super()._list_objects_v2(bucket)  # localbucket answers a bad token
+        limit = self._max_keys()
+        keys, rendered, truncated = LISTINGS.page(bucket_dir, prefix, after, limit)
+        more = (f"<NextContinuationToken>{base64.urlsafe_b64encode(keys[-1].encode()).decode()}"
+                "</NextContinuationToken>") if truncated and keys else ""
         body = "".join((
             '<?xml version="1.0" encoding="UTF-8"?>\n',
             f'<ListBucketResult xmlns="{localbucket.S3_NAMESPACE}"><Name>{escape(bucket)}</Name>',
-            f"<Prefix>{escape(prefix)}</Prefix><MaxKeys>{LIST_PAGE}</MaxKeys><KeyCount>{len(entries)}</KeyCount>",
-            "<IsTruncated>false</IsTruncated>", *(rendered for _, rendered in entries), "</ListBucketResult>",
+            f"<Prefix>{escape(prefix)}</Prefix><MaxKeys>{limit}</MaxKeys><KeyCount>{len(keys)}</KeyCount>",
+            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+            f"<ContinuationToken>{escape(token)}</ContinuationToken>" if token else "", more,
+            *rendered, "</ListBucketResult>",
         )).encode()
         self._send(HTTPStatus.OK, body, {"Content-Type": "application/xml"})
 
     def log_message(self, format: str, *args) -> None:  # one line per request would flood the log
         return
-
-    def _max_keys(self) -> int:
-        if "max-keys" in self.query:
-            return super()._max_keys()
-        return LIST_PAGE
 
     def _list_entries(self, bucket_dir: Path, prefix: str, delimiter: str, marker: str,
                       marker_is_prefix: bool, max_keys: int):

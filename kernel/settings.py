@@ -158,6 +158,7 @@ class Settings:
     train_heartbeat_seconds: float = 5.0
     train_session_timeout_ms: int = 10_000
     stop_timeout_seconds: float = 30.0  # SIGTERM/SIGINT stop `up` within this (the worker is killed after it)
+    restart_backoff_max_seconds: float = 30.0  # `up` restarts a dead worker after 1 s, doubling up to this
     metrics_host: str = "127.0.0.1"   # where /metrics and /health listen
     metrics_port: int = 0             # stream worker's /metrics and /health; 0: off
     train_metrics_port: int = 0       # training worker's; 0: off
@@ -250,6 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         train_heartbeat_seconds=_float(env, "FLYWHEEL_TRAIN_HEARTBEAT_SECONDS", 5.0),
         train_session_timeout_ms=_int(env, "FLYWHEEL_TRAIN_SESSION_TIMEOUT_MS", 10_000),
         stop_timeout_seconds=_float(env, "FLYWHEEL_STOP_TIMEOUT_SECONDS", 30.0),
+        restart_backoff_max_seconds=_float(env, "FLYWHEEL_RESTART_BACKOFF_MAX_SECONDS", 30.0),
         metrics_host=env.get("FLYWHEEL_METRICS_HOST", "127.0.0.1"),
         metrics_port=_port(env, "FLYWHEEL_METRICS_PORT"),
         train_metrics_port=_port(env, "FLYWHEEL_TRAIN_METRICS_PORT"),

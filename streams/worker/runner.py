@@ -85,7 +85,6 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
             broker.stop()
 
 
-MAX_BACKOFF = 30.0
 HEALTHY_AFTER = 60.0  # a child that ran this long restarts after the first backoff again
 
 
@@ -114,7 +113,8 @@ def _child_setup() -> None:  # between fork and exec: die with `up`, own process
 def supervise(settings: Settings, bootstrap: str, loglevel: str, *, echo=print,
               stop: threading.Event | None = None) -> int:
     """Run the stream worker as a child process until SIGTERM/SIGINT (or ``stop``); restart it
-    with backoff (1 s doubling to 30 s) whenever it dies. The broker and the store stay here,
+    with backoff (1 s doubling to settings.restart_backoff_max_seconds, 30 s by default)
+    whenever it dies. The broker and the store stay here,
     so a worker crash loses nothing: uncommitted messages are replayed by the next child.
     A stop signal gives the child settings.stop_timeout_seconds to finish, then kills it."""
     stop = stop or threading.Event()
@@ -122,7 +122,8 @@ def supervise(settings: Settings, bootstrap: str, loglevel: str, *, echo=print,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             restore[sig] = signal.signal(sig, lambda *_: stop.set())
-    backoff = 1.0
+    most = settings.restart_backoff_max_seconds
+    backoff = min(1.0, most)
     restarts = 0
     cmd = [sys.executable, "-c", "from streams.worker.runner import worker_main; worker_main()", loglevel]
     env = worker_env(settings, bootstrap)
@@ -139,11 +140,11 @@ def supervise(settings: Settings, bootstrap: str, loglevel: str, *, echo=print,
                 return _stop_child(child, settings.stop_timeout_seconds, echo)
             restarts += 1
             if time.monotonic() - started > HEALTHY_AFTER:
-                backoff = 1.0
+                backoff = min(1.0, most)
             echo(f"worker     child process {child.pid} exited with {child.returncode}; "
                  f"restarting in {backoff:.0f}s")
             stop.wait(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            backoff = min(backoff * 2, most)
         return 0
     finally:
         pid_file.unlink(missing_ok=True)

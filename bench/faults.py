@@ -515,8 +515,9 @@ def bench_up_kill(storage: str, n: int = 30_000, rate: float = 1000.0, kill_at: 
 
 def bench_broker_storage(n: int = 100_000, per_batch: int = 10) -> dict:
     """Each storage of the embedded broker alone: produce ``n`` ~230-byte messages as batches of
-    ``per_batch`` (one produce request each, so n/per_batch batch files on disk), read them all
-    back from offset 0, commit, trim; broker RSS and files. Then, on the disk storage's files,
+    ``per_batch`` (one produce request each, so n/per_batch batch files on disk); a reader of the
+    last 100 (at the far end of that backlog) with the worker's 50 ms fetch wait; read them all
+    back from offset 0 (50 ms too), commit, trim; broker RSS and files. Then, on the disk storage's files,
     the time of one listing of that partition through localbucket's own handler and through
     flywheel's (Tansu lists the partition on every fetch)."""
     import http.server
@@ -553,7 +554,20 @@ def bench_broker_storage(n: int = 100_000, per_batch: int = 10) -> dict:
             res["files_after_produce"], size = broker_disk.disk_usage(root)
             res["files_mib_after_produce"] = round(size / 2**20, 1)
         tp = TopicPartition("t", 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id="g", enable_auto_commit=False)
+        # a reader at the far end of the backlog, with the worker's 50 ms fetch wait: the first
+        # record it gets, or None within 20 s
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id=None, fetch_max_wait_ms=50)
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, n - 100)
+        t0, first = time.monotonic(), None
+        while first is None and time.monotonic() - t0 < 20:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                first = first if first is not None else records[0].offset
+        res["tail_reader_50ms"] = {"first_offset": first, "s": round(time.monotonic() - t0, 2)}
+        await consumer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.bootstrap, group_id="g", enable_auto_commit=False,
+                                    fetch_max_wait_ms=50)
         await consumer.start()
         consumer.assign([tp])
         consumer.seek(tp, 0)

@@ -29,11 +29,13 @@ on every fetch:
 from __future__ import annotations
 
 import argparse
+import json
 import base64
 import bisect
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -124,8 +126,19 @@ class ListingCache:
 
     def page(self, bucket_dir: Path, prefix: str, after: str, limit: int) -> tuple[list[str], list[str], bool]:
         """Keys (and their rendered entries) under ``prefix`` sorted after ``after``, at most
-        ``limit``; and whether more follow."""
+        ``limit``; and whether more follow. A fetch's listing of a long partition (the prefix is
+        its ``records/`` directory) ends at the read window's end."""
         start = bucket_dir.joinpath(*prefix.split("/")[:-1])
+        if prefix.endswith("/records/"):
+            d = self.directory(bucket_dir, start)
+            if len(d.keys) > WINDOW_FROM:
+                bases = [int(k.rsplit("/", 1)[1][: -len(BATCH_SUFFIX)]) if k.endswith(BATCH_SUFFIX) else -1
+                         for k in d.keys]
+                anchors = committed_offsets(bucket_dir, prefix[:-1]) + ANCHORS.recent(str(start))
+                shown = d.keys[: window_end(bases, anchors)]
+                lo = bisect.bisect_right(shown, after) if after else 0
+                page = range(lo, min(lo + limit, len(shown)))
+                return [shown[i] for i in page], [d.rendered[i] for i in page], lo + limit < len(shown)
         keys: list[str] = []
         rendered: list[str] = []
         dirs = 0
@@ -148,6 +161,68 @@ class ListingCache:
 
 
 LISTINGS = ListingCache()
+
+# --- the read window of a long partition -----------------------------------------------------------
+# Tansu lists every batch object of a partition on each fetch and only then reads batches, checking
+# its deadline (the fetch's max wait) after each: behind a backlog of 25,000 batch files (a worker
+# down for a while at 1,000 ev/s, ~13 records per batch) the listing alone outlasted the worker's
+# 50 ms and each fetch returned one batch: the worker never caught up (measured in bench/faults.py's
+# kill loop). So a fetch's listing of a partition longer than WINDOW_FROM files shows only a window
+# from the head (the oldest kept batch) to WINDOW files past the furthest point a reader is known to
+# be at: every consumer group's committed offset on it and the batches read from it in the last
+# ANCHOR_SECONDS. The window always starts at the head and has no hole, so a reader inside it gets
+# every record in order; a reader further out (one that seeks far past every group, where no one
+# read lately) gets nothing until readers come near: it waits, it never skips. Listings for
+# ListOffsets (prefix without the trailing slash) always show everything.
+WINDOW_FROM = 2000
+WINDOW = 1000
+ANCHOR_SECONDS = 30.0
+
+
+def window_end(bases: list[int], anchors: list[int], window: int = WINDOW) -> int:
+    """How many of a partition's sorted batch ``bases`` a fetch's listing shows (pure): up to
+    ``window`` past the batch holding the furthest anchor, at least ``window``."""
+    furthest = max((bisect.bisect_right(bases, a) - 1 for a in anchors), default=0)
+    return min(len(bases), max(furthest, 0) + window)
+
+
+class ReadAnchors:
+    """The batches read lately, per partition directory (from Tansu's GETs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[int, float]] = {}  # records dir -> (furthest base read, when)
+
+    def note(self, records_dir: str, base: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._read.get(records_dir)
+            if last is None or base >= last[0] or now - last[1] > ANCHOR_SECONDS:
+                self._read[records_dir] = (base, now)
+
+    def recent(self, records_dir: str) -> list[int]:
+        with self._lock:
+            last = self._read.get(records_dir)
+        return [last[0]] if last is not None and time.monotonic() - last[1] <= ANCHOR_SECONDS else []
+
+
+ANCHORS = ReadAnchors()
+
+
+def committed_offsets(bucket_dir: Path, records_key_dir: str) -> list[int]:
+    """Every consumer group's committed offset on the partition whose records directory key is
+    ``clusters/<c>/topics/<t>/partitions/<p>/records``."""
+    parts = records_key_dir.split("/")
+    if len(parts) < 7 or parts[2] != "topics" or parts[4] != "partitions":
+        return []
+    cluster, topic, partition = parts[1], parts[3], parts[5]
+    out = []
+    for f in (bucket_dir / "clusters" / cluster / "groups" / "consumers").glob(f"*/offsets/{topic}/partitions/{partition}.json"):
+        try:
+            out.append(int(json.loads(f.read_bytes())["offset"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 class Handler(localbucket.S3Handler):
@@ -182,6 +257,16 @@ class Handler(localbucket.S3Handler):
 
     def log_message(self, format: str, *args) -> None:  # one line per request would flood the log
         return
+
+    def _get(self, bucket: str, key: str, include_body: bool):
+        if include_body and key.endswith(BATCH_SUFFIX) and "/records/" in key:
+            records, _, name = key.rpartition("/")
+            try:
+                ANCHORS.note(str(self._bucket_dir(bucket).joinpath(*records.split("/"))),
+                             int(name[: -len(BATCH_SUFFIX)]))
+            except (ValueError, localbucket.S3Error):
+                pass
+        return super()._get(bucket, key, include_body)
 
     def _list_entries(self, bucket_dir: Path, prefix: str, delimiter: str, marker: str,
                       marker_is_prefix: bool, max_keys: int):

@@ -54,11 +54,11 @@ def list_all(url: str, prefix: str) -> tuple[list[str], list[int]]:
 def test_a_long_partition_is_listed_in_pages_in_order(server):
     root, url = server
     records = root / broker_disk.BUCKET / PART / "records"
-    for base in range(0, 25_000, 10):  # 2,500 batch files
+    for base in range(0, 19_000, 10):  # 1,900 batch files (a longer partition is windowed, below)
         (records / f"{base:0>20}.batch").write_bytes(b"x")
     keys, pages = list_all(url, f"{PART}/records/")
-    assert keys == [f"{PART}/records/{b:0>20}.batch" for b in range(0, 25_000, 10)]
-    assert pages == [1000, 1000, 500]
+    assert keys == [f"{PART}/records/{b:0>20}.batch" for b in range(0, 19_000, 10)]
+    assert pages == [1000, 900]
     # start-after, as S3
     body = urllib.request.urlopen(f"{url}?list-type=2&prefix={PART}/records/&start-after={keys[-2]}").read().decode()
     assert re.findall(r"<Key>([^<]*)</Key>", body) == [keys[-1]]
@@ -107,3 +107,34 @@ def test_disk_usage_counts_files(tmp_path: Path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x").write_bytes(b"12345")
     assert broker_disk.disk_usage(tmp_path) == (1, 5)
+
+
+def test_the_read_window_starts_at_the_head_and_reaches_past_the_furthest_reader():
+    bases = list(range(0, 50_000, 10))                              # 5,000 batches
+    assert broker_disk.window_end(bases, [], window=1000) == 1000     # no reader known: the head
+    assert broker_disk.window_end(bases, [25], window=1000) == 1002   # the batch holding 25 is #2
+    assert broker_disk.window_end(bases, [25, 30_005], window=1000) == 4000
+    assert broker_disk.window_end(bases, [10**9], window=1000) == 5000  # never past the end
+    assert broker_disk.window_end(bases, [-1], window=1000) == 1000
+
+
+def test_a_fetch_listing_of_a_long_partition_ends_at_the_window_and_moves_with_readers(server):
+    root, url = server
+    records = root / broker_disk.BUCKET / PART / "records"
+    n = broker_disk.WINDOW_FROM + 3000
+    for i in range(n):
+        (records / f"{i * 10:0>20}.batch").write_bytes(b"x")
+    keys, _ = list_all(url, f"{PART}/records/")
+    assert len(keys) == broker_disk.WINDOW and keys[0].endswith(f"{0:0>20}.batch")  # from the head
+    # a consumer group committed at offset 20,005 (batch #2000): the window reaches 1,000 past it
+    offsets = root / broker_disk.BUCKET / "clusters/c/groups/consumers/g/offsets/t/partitions"
+    offsets.mkdir(parents=True)
+    (offsets / "0000000000.json").write_text('{"offset":20005,"leader_epoch":null,"timestamp":null,"metadata":""}')
+    keys, _ = list_all(url, f"{PART}/records/")
+    assert len(keys) == 2000 + broker_disk.WINDOW
+    assert keys == [f"{PART}/records/{i * 10:0>20}.batch" for i in range(len(keys))]  # no hole
+    # a reader that read batch #4000 lately moves it further
+    urllib.request.urlopen(f"{url}/{PART}/records/{40_000:0>20}.batch").read()
+    assert len(list_all(url, f"{PART}/records/")[0]) == n
+    # ListOffsets' listing (no trailing slash) always shows everything
+    assert len(list_all(url, f"{PART}/records")[0]) == n

@@ -601,9 +601,13 @@ def bench_broker_storage(n: int = 100_000, per_batch: int = 10) -> dict:
         records.mkdir(parents=True)
         for i in range(0, n, per_batch):
             (records / f"{i:0>20}.batch").write_bytes(b"x" * 2300)
-        prefix = "clusters/c/topics/t/partitions/0000000000/records/"
         timings = {}
-        for name, handler in (("localbucket", localbucket.S3Handler), ("flywheel", broker_disk.Handler)):
+        # the whole partition (ListOffsets' prefix, no trailing slash: never windowed), as object_store
+        # pages it; and one fetch's listing (trailing slash: the read window, no reader known)
+        for name, handler, prefix in (
+                ("localbucket", localbucket.S3Handler, "clusters/c/topics/t/partitions/0000000000/records"),
+                ("flywheel", broker_disk.Handler, "clusters/c/topics/t/partitions/0000000000/records"),
+                ("flywheel_fetch_window", broker_disk.Handler, "clusters/c/topics/t/partitions/0000000000/records/")):
             handler.data_root = listing_root.resolve()
             server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
             threading.Thread(target=server.serve_forever, daemon=True).start()

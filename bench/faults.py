@@ -13,7 +13,7 @@ kill           --kills SIGKILLs of the worker child at random moments (a random 
                waits for every sent id: lost (sent ids without an outcome row), curation_events
                counts FINAL and non-FINAL (before and after OPTIMIZE ... FINAL), examples FINAL
                against the kept outcomes (the two tables agree).
-latency        per rate: publish for --latency-seconds; a poller SELECTs new ids through the
+latency        per broker storage (memory, then disk) and rate: publish for --latency-seconds; a poller SELECTs new ids through the
                store endpoint every 50 ms; latency = first poll that saw the id - the moment
                before the producer's send; p50/p95/p99/max after a 3 s warm-up.
 soak           --soak-rate ev/s for --soak-seconds; RSS of the worker child, the broker (Tansu),
@@ -292,10 +292,11 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
-def bench_latency(rates: list[float], seconds: float, poll: float = 0.05, warmup: float = 3.0) -> dict:
-    out = {"poll_interval_s": poll, "warmup_s": warmup, "seconds": seconds, "rates": {}}
+def bench_latency(rates: list[float], seconds: float, poll: float = 0.05, warmup: float = 3.0,
+                  storage: str = "disk") -> dict:
+    out = {"storage": storage, "poll_interval_s": poll, "warmup_s": warmup, "seconds": seconds, "rates": {}}
     with tempfile.TemporaryDirectory(prefix="faults-latency-") as tmp:
-        up = Up(Path(tmp)).start()
+        up = Up(Path(tmp), {"FLYWHEEL_BROKER_STORAGE": storage}).start()
         try:
             store = up.store()
             for rate in rates:
@@ -692,8 +693,9 @@ def main() -> None:
         t0 = time.monotonic()
         if part == "kill":
             results["kill_loop"] = bench_kill(a.kills, a.kill_rate)
-        elif part == "latency":
-            results["latency"] = bench_latency(a.latency_rates, a.latency_seconds)
+        elif part == "latency":  # the broker's two storages, one after the other in the same run
+            results["latency"] = {st: bench_latency(a.latency_rates, a.latency_seconds, storage=st)
+                                  for st in ("memory", "disk")}
         elif part == "soak":
             results["soak"] = bench_soak(a.soak_seconds, a.soak_rate)
         elif part == "store_faults":

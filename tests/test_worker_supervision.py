@@ -91,3 +91,71 @@ def test_the_worker_child_dies_with_up_even_on_sigkill(settings, tmp_path):
                 return f.read().split()[2] == "Z"
 
         wait_for(gone, 20, what="the worker child to die with `up`")
+
+
+def test_ten_sigkills_at_random_moments_lose_and_duplicate_nothing(settings, tmp_path):
+    """The kill loop of bench/faults.py in small: 10 SIGKILLs of the worker child, each a random
+    0.3-2.5 s after the child curated its first event, while 1,000 ev/s are published (the
+    restart backoff capped at 1 s so the test stays short)."""
+    import random
+
+    rng = random.Random(7)
+    stop = threading.Event()
+    sent = [0]
+
+    async def publish_until_stopped() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.servers, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            t0, i = time.monotonic(), 0
+            while not stop.is_set():
+                futs = []
+                for _ in range(50):
+                    value = teacher_log_message(id=f"r{i}", task="transactions", input=f"SHOP {i} REF #{i * 7919}",
+                                                output="groceries", confidence=0.95 if i % 4 else 0.3, teacher="t",
+                                                meta={"country": "GB"}, ts="2026-11-21T10:00:00Z")
+                    futs.append(await producer.send("teacher.logs", value, key=b"transactions"))
+                    i += 1
+                for f in futs:
+                    await f
+                sent[0] = i
+                ahead = i / RATE - (time.monotonic() - t0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        finally:
+            await producer.stop()
+
+    env = {"FLYWHEEL_RESTART_BACKOFF_MAX_SECONDS": "1"}
+    with WorkerProcess(settings, tmp_path / "up.log", extra_env=env) as up:
+        sender = threading.Thread(target=lambda: asyncio.run(publish_until_stopped()))
+        sender.start()
+        store = up.store()
+        pid = None
+        for k in range(10):
+            pid = wait_for(lambda: (p := int((settings.data_dir / "worker.pid").read_text())) != pid and p, 60,
+                           what=f"child {k + 1}")
+            before = store.scalar("SELECT count() FROM curation_events")
+            wait_for(lambda: store.scalar("SELECT count() FROM curation_events") > before, 90,
+                     what=f"child {k + 1} to curate")
+            time.sleep(rng.uniform(0.3, 2.5))
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: int((settings.data_dir / "worker.pid").read_text()) != pid, 60, what="the last restart")
+        time.sleep(2)
+        stop.set()
+        sender.join(60)
+        n = sent[0]
+        wait_for(lambda: store.scalar("SELECT count(DISTINCT id) FROM curation_events") >= n, 180,
+                 what=f"all {n} events curated")
+        time.sleep(2)                                       # a replayed tail would land now
+        assert up.log().count("(restart ") == 10
+        final = store.scalar("SELECT count() FROM curation_events FINAL")
+        raw = store.scalar("SELECT count() FROM curation_events")
+        store.command("OPTIMIZE TABLE curation_events FINAL")
+        store.command("OPTIMIZE TABLE examples FINAL")
+        after = store.scalar("SELECT count() FROM curation_events")
+        kept = store.scalar("SELECT count() FROM curation_events FINAL WHERE outcome = 'kept'")
+        print(f"\nkill loop: 10 kills, sent {n}, curation_events FINAL {final}, non-FINAL {raw} before merge / "
+              f"{after} after, examples {store.scalar('SELECT count() FROM examples')}, kept outcomes {kept}")
+        assert store.scalar("SELECT count(DISTINCT id) FROM curation_events") == n   # nothing lost
+        assert final == n and after == n                                             # nothing duplicated
+        assert store.scalar("SELECT count() FROM examples") == kept                   # the tables agree

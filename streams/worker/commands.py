@@ -20,8 +20,9 @@ from kernel.cli import ctx
 def up(listen, log_level, console_port, no_console):
     """Run flywheel: broker, topics, warehouse and the stream worker.
 
-    Without FLYWHEEL_KAFKA_BOOTSTRAP it starts the embedded broker (memory storage: topics
-    live as long as it runs). Without FLYWHEEL_CLICKHOUSE_URL it owns the embedded ClickHouse
+    Without FLYWHEEL_KAFKA_BOOTSTRAP it starts the embedded broker, its topics on disk under
+    --data-dir (kept across restarts; what every consumer group committed is deleted every
+    10 s; FLYWHEEL_BROKER_STORAGE=memory keeps them in memory instead). Without FLYWHEEL_CLICKHOUSE_URL it owns the embedded ClickHouse
     store under --data-dir, kept across restarts, and serves it to `flywheel sql`. Once the
     broker and the store are up it also starts the web console on 127.0.0.1:8765
     (--console-port, FLYWHEEL_CONSOLE_HOST/_PORT; --no-console or port 0: none); a console

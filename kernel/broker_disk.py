@@ -359,6 +359,7 @@ def _listing(bucket_dir: Path, start: Path, prefix: str, delimiter: str, marker:
 
 
 def serve(root: Path, host: str, port: int) -> None:
+    os.umask(os.umask(0o077) | 0o077)  # the broker's files and folders: this user's only (0600/0700)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     (root / BUCKET).mkdir(mode=0o700, exist_ok=True)
     Handler.data_root = root.resolve()

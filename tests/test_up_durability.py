@@ -6,6 +6,8 @@ acknowledged events). Real `up`, real broker, real chdb."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import threading
 import time
 
@@ -89,5 +91,10 @@ def test_sigkill_of_up_loses_no_acknowledged_event(tmp_path, tasks_dir):
               f"then), all {len(ids)} curated after the restart; FINAL rows {final}")
         assert acked <= ids and after <= ids              # nothing acknowledged was lost
         assert final == len(ids)                          # and nothing is counted twice
+        modes = [(d, stat.S_IMODE(os.stat(d).st_mode)) for d, _, _ in os.walk(settings.data_dir / "broker")]
+        modes += [(os.path.join(d, f), stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode))
+                  for d, _, fs in os.walk(settings.data_dir / "broker") for f in fs]
+        modes.append((settings.data_dir / "broker.log", stat.S_IMODE(os.stat(settings.data_dir / "broker.log").st_mode)))
+        assert len(modes) > 20 and not [(p, oct(m)) for p, m in modes if m & 0o077]  # the user's only
     finally:
         up.stop()

@@ -32,6 +32,10 @@ def run_up(settings: Settings, tasks: dict[str, TaskConfig], *, echo=print, logl
     """``on_ready(bootstrap)``: called once the broker and the store are served, before the
     worker starts; it may return a function that `up` calls when it stops (the console)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.clickhouse.url:
+        from kernel.warehouse.embedded import private_umask
+
+        private_umask()  # before the broker's log and files are created, not only the store's
     broker = None
     owner = None
     store = None

@@ -308,9 +308,10 @@ async def true_end_offsets(consumer, tps) -> dict:
     """End offsets that are right on the embedded broker too: Tansu answers ListOffsets(latest)
     with the base offset of the partition's last record batch + 1 (7 records sent as one batch
     at offsets 0-6 report an end of 1; measured with aiokafka against the embedded build). So
-    the last batch is read from that offset and its last record's offset + 1 is the end. On
-    Kafka the reported end is already right and the read confirms it (one small fetch per
-    partition per sample)."""
+    each partition is fetched once from that offset: the fetch response's high watermark (Tansu
+    keeps it right), or the last record's offset + 1, is the end. One fetch, not a read to the
+    end: on the broker's disk storage a reader far ahead of every consumer moves the listing
+    window a step per fetch (kernel.broker_disk). On Kafka the reported end is already right."""
     reported = await consumer.end_offsets(tps)
     nonempty = [tp for tp in tps if reported.get(tp, 0) > 0]
     ends = dict(reported)
@@ -323,9 +324,14 @@ async def true_end_offsets(consumer, tps) -> dict:
     deadline = time.monotonic() + 5.0
     while pending and time.monotonic() < deadline:
         batch = await consumer.getmany(*pending, timeout_ms=500)
-        for tp, records in batch.items():
+        for tp in list(pending):
+            records = batch.get(tp)
+            high = consumer.highwater(tp)
             if records:
                 ends[tp] = max(ends[tp], records[-1].offset + 1)
+            if high is not None:
+                ends[tp] = max(ends[tp], high)
+            if records or high is not None:
                 pending.discard(tp)
     return ends
 

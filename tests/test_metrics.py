@@ -116,11 +116,27 @@ def test_retry_counts_healing_faults_and_raises_data_faults():
 
 @pytest.mark.integration
 def test_lag_sampler_reads_committed_offsets_on_the_real_broker(settings):
+    assert _lag_of_ten_in_one_batch_committed_at_4(settings.kafka) == 6
+
+
+@pytest.mark.integration
+def test_lag_sampler_is_right_on_the_memory_storage_too(memory_broker):
+    from dataclasses import replace
+
+    from kernel.broker import ensure_topics
+    from kernel.settings import load_settings
+
+    kafka = replace(load_settings({}).kafka, bootstrap=memory_broker.bootstrap)
+    asyncio.run(ensure_topics(kafka))
+    assert _lag_of_ten_in_one_batch_committed_at_4(kafka) == 6
+
+
+def _lag_of_ten_in_one_batch_committed_at_4(kafka) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def go():
-        kw = settings.kafka.aiokafka_kwargs()
+        kw = kafka.aiokafka_kwargs()
         producer = AIOKafkaProducer(**kw, acks="all", linger_ms=50)
         await producer.start()
         # one record batch of 10: the embedded broker reports its end as 1 (base offset + 1)
@@ -145,8 +161,8 @@ def test_lag_sampler_reads_committed_offsets_on_the_real_broker(settings):
             await admin.close()
 
     lag = asyncio.run(go())
-    assert lag[("retrain.requests", 0)] == 6
     assert metrics.COMMITTED_OFFSET.labels("lag-test", "retrain.requests", "0")._value.get() == 4
+    return lag[("retrain.requests", 0)]
 
 
 @pytest.mark.integration

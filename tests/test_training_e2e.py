@@ -70,7 +70,7 @@ def test_request_to_registered_gated_adapter_duplicate_runs_once(settings, world
     outcomes = asyncio.run(run_worker(settings, tasks, store, WorkerOptions(max_requests=3, idle_exit_seconds=30)))
     elapsed = time.monotonic() - t0
     assert [o.status for o in outcomes] == ["done", "skipped", "skipped"], outcomes
-    assert elapsed < 120
+    assert elapsed < 600  # a guard against a hang, not a speed target (27 s quiet, 127 s seen on a loaded machine)
 
     run_rows = runs.list_runs(store, "transactions")
     assert len(run_rows) == 1 and run_rows[0]["status"] == "done" and run_rows[0]["attempt"] == 1

@@ -56,7 +56,8 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
-from tests.conftest import free_port  # noqa: E402  (the tests' helper, as in the other benches)
+from tests.conftest import free_port  # noqa: E402  (the tests' helpers, as in the other benches)
+from tests.worker import wait_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
 TASK_TOML = """
@@ -86,14 +87,15 @@ def event(id_: str, i: int) -> bytes:
 class Up:
     """`flywheel up` with the embedded broker on a free port, in its own data directory."""
 
-    def __init__(self, root: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, root: Path, extra_env: dict | None = None, listen: str | None = None,
+                 log_name: str = "up.log") -> None:
         self.root = root
         tasks = root / "tasks"
         tasks.mkdir(parents=True, exist_ok=True)
         (tasks / "transactions.toml").write_text(TASK_TOML)
         self.data = root / "data"
-        self.listen = f"127.0.0.1:{free_port()}"
-        self.log_path = root / "up.log"
+        self.listen = listen or f"127.0.0.1:{free_port()}"
+        self.log_path = root / log_name
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
         env.update(FLYWHEEL_DATA_DIR=str(self.data), FLYWHEEL_TASKS_DIR=str(tasks),
                    PYTHONPATH=str(ROOT), **(extra_env or {}))
@@ -198,20 +200,6 @@ class Publisher(threading.Thread):
             await producer.stop()
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except Exception as exc:  # the store endpoint may be restarting
-            last = exc
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def count(store, sql: str) -> int:
     return int(store.scalar(sql))
 
@@ -235,10 +223,10 @@ def bench_kill(kills: int, rate: float, seed: int = 11) -> dict:
             killed = []
             for k in range(kills):
                 pid = up.worker_pid() if k == 0 else wait_for(
-                    lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, "the restarted child")
+                    lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, what="the restarted child")
                 before = count(store, "SELECT count() FROM curation_events")
                 wait_for(lambda: count(store, "SELECT count() FROM curation_events") > before, 180,
-                         f"child {pid} to curate")
+                         what=f"child {pid} to curate")
                 delay = rng.uniform(0.5, 6.0)
                 time.sleep(delay)
                 os.kill(pid, signal.SIGKILL)
@@ -246,7 +234,7 @@ def bench_kill(kills: int, rate: float, seed: int = 11) -> dict:
                                "at_s": round(time.monotonic() - t_start, 1)})
                 print(f"  kill {k + 1}: child {pid} {delay:.1f}s after it curated", flush=True)
             # the last child: let it run a little under load, then stop publishing
-            wait_for(lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, "the last restart")
+            wait_for(lambda: (p := up.worker_pid()) != killed[-1]["pid"] and p, 120, what="the last restart")
             time.sleep(5)
             pub.stop.set()
             pub.join(120)
@@ -256,7 +244,7 @@ def bench_kill(kills: int, rate: float, seed: int = 11) -> dict:
             publish_s = time.monotonic() - t_start
             t0 = time.monotonic()
             wait_for(lambda: count(store, "SELECT count(DISTINCT id) FROM curation_events") >= sent, 900,
-                     f"all {sent} events curated", interval=2)
+                     what=f"all {sent} events curated", interval=2)
             catch_up_s = time.monotonic() - t0
             time.sleep(3)  # a replayed tail would land now
             out = {
@@ -366,7 +354,7 @@ def bench_soak(seconds: float, rate: float, every: float = 10.0) -> dict:
             pub.stop.set()
             pub.join(60)
             wait_for(lambda: count(store, "SELECT count(DISTINCT id) FROM curation_events") >= pub.sent, 300,
-                     "the soak to be curated", interval=2)
+                     what="the soak to be curated", interval=2)
             sent = pub.sent
         finally:
             up.stop()
@@ -490,11 +478,7 @@ def bench_up_kill(storage: str, n: int = 30_000, rate: float = 1000.0, kill_at: 
         sender.join(60)
         acked_before = set(acked)
         time.sleep(3)  # the broker's processes stop when `up` dies
-        listen = up.listen
-        up = Up(Path(tmp), env)
-        up.listen = listen
-        up.log_path = Path(tmp) / "up2.log"
-        up.start()
+        up = Up(Path(tmp), env, listen=up.listen, log_name="up2.log").start()
         try:
             store = up.store()
             deadline = time.monotonic() + 120

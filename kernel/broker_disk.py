@@ -47,12 +47,10 @@ import localbucket
 
 BUCKET = "tansu"
 BATCH_SUFFIX = ".batch"
-# Keys per listing page, as S3 (object_store sends no max-keys). Pages matter here: Tansu checks its
-# fetch deadline between listed keys, so with pages it reads keys from the head of the partition
-# (the oldest unconsumed batch, after the trim) until the deadline and a consumer near the head
-# always progresses, however long the backlog behind it; one page of everything would have to
-# arrive whole within the deadline (the worker's fetch wait is 50 ms).
-LIST_PAGE = 1000
+# Listings come in pages of localbucket's (and S3's) 1,000 keys: object_store sends no max-keys.
+# Pages matter here: Tansu checks its fetch deadline between listed keys, so with pages it reads
+# keys from the head of the partition until the deadline, where one page of everything would have
+# to arrive whole within it (the worker's fetch wait is 50 ms).
 
 
 def _last_modified(mtime_ns: int) -> str:
@@ -316,46 +314,18 @@ class Handler(localbucket.S3Handler):
 
     def _list_entries(self, bucket_dir: Path, prefix: str, delimiter: str, marker: str,
                       marker_is_prefix: bool, max_keys: int):
-        """localbucket's listing, walking only below the prefix's directory."""
-        start = bucket_dir.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else bucket_dir
-        if not start.is_dir():
+        """localbucket's own listing (delimiters, paging), walking only the prefix's directory
+        instead of the whole bucket: it is given that directory as the bucket, with the prefix
+        and marker made relative to it, and the keys it returns are made whole again."""
+        head = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+        start = bucket_dir.joinpath(*head.split("/")[:-1])
+        if not start.is_dir() or (marker and not marker.startswith(head) and marker > head):
             return [], [], False, ""
-        return _listing(bucket_dir, start, prefix, delimiter, marker, marker_is_prefix, max_keys)
-
-
-def _listing(bucket_dir: Path, start: Path, prefix: str, delimiter: str, marker: str,
-             marker_is_prefix: bool, max_keys: int):
-    keys = []
-    for directory, _, files in os.walk(start):
-        rel = Path(directory).relative_to(bucket_dir).as_posix()
-        base = "" if rel == "." else rel + "/"
-        for name in files:
-            if not name.startswith(localbucket.TEMP_PREFIX) and (base + name).startswith(prefix):
-                keys.append((base + name, Path(directory, name)))
-    keys.sort(key=lambda item: item[0].encode())
-    contents: list = []
-    common_prefixes: list[str] = []
-    last_entry, truncated = "", False
-    for key, path in keys:
-        if marker and (key.encode() <= marker.encode() or (marker_is_prefix and key.startswith(marker))):
-            continue
-        common = ""
-        if delimiter:
-            index = key.find(delimiter, len(prefix))
-            if index >= 0:
-                common = key[: index + len(delimiter)]
-        if common and common_prefixes and common_prefixes[-1] == common:
-            continue
-        if len(contents) + len(common_prefixes) >= max_keys:
-            truncated = max_keys > 0
-            break
-        if common:
-            common_prefixes.append(common)
-            last_entry = "P:" + common
-        else:
-            contents.append((key, path))
-            last_entry = "K:" + key
-    return contents, common_prefixes, truncated, last_entry
+        rel_marker = marker[len(head):] if marker.startswith(head) else ""
+        contents, common, truncated, last = super()._list_entries(
+            start, prefix[len(head):], delimiter, rel_marker, marker_is_prefix, max_keys)
+        return ([(head + key, path) for key, path in contents], [head + c for c in common], truncated,
+                last[:2] + head + last[2:] if last else "")
 
 
 def serve(root: Path, host: str, port: int) -> None:

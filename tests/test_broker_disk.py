@@ -88,6 +88,9 @@ def test_listings_follow_the_trim_and_rewrites_and_forget_what_is_gone(server):
     assert list_all(url, f"{PART}/records/")[0] == [f"{PART}/records/{b:0>20}.batch" for b in (9, 12)]
     assert str((records / f"{0:0>20}.batch").resolve()) not in localbucket._etag_cache
     assert str((records / f"{9:0>20}.batch").resolve()) in localbucket._etag_cache
+    put(url, f"{PART}/records/{15:0>20}.batch", b"new")             # written into a listed directory
+    assert list_all(url, f"{PART}/records/")[0] == [f"{PART}/records/{b:0>20}.batch" for b in (9, 12, 15)]
+    assert "<Size>1</Size>" in urllib.request.urlopen(f"{url}?list-type=2&prefix={PART}/w").read().decode()
     put(url, f"{PART}/watermark.json", b"22")                       # a rewritten object: new size
     body = urllib.request.urlopen(f"{url}?list-type=2&prefix={PART}/w").read().decode()
     assert "<Size>2</Size>" in body
